@@ -1,0 +1,11 @@
+"""Global memory: a document compressed into a causal LM's key/value space.
+
+Submodules: ``types`` (the memory value and its bytes), ``formation``
+(windowed compression), ``scorers`` (which KV pairs to keep), ``rope``
+(re-rotation), ``decoding`` (generation and scoring after a memory),
+``capture`` (query capture inside attention), ``errors``.
+"""
+
+from agent.memory.errors import CorruptMemory, IncompatibleMemory, MemoryProblem
+
+__all__ = ["CorruptMemory", "IncompatibleMemory", "MemoryProblem"]

@@ -1,0 +1,52 @@
+"""Capture the last queries of a window from inside attention.
+
+Importance scores need query states after RoPE. Asking the model for
+``output_attentions`` would force eager attention over the whole window;
+instead an attention function wraps SDPA and, only while a capture is
+active on this thread, keeps the last ``n`` queries of every layer.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+ATTENTION_NAME = "memorag_sdpa"
+_local = threading.local()
+_registered = False
+
+
+@contextmanager
+def capture_queries(last_n: int) -> Iterator[dict[int, torch.Tensor]]:
+    """Yield a dict filled during the forward pass: layer index -> [B, H, n, D]."""
+    captured: dict[int, torch.Tensor] = {}
+    _local.capture = (last_n, captured)
+    try:
+        yield captured
+    finally:
+        _local.capture = None
+
+
+def _capturing_sdpa(module, query, key, value, attention_mask, **kwargs):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    capture = getattr(_local, "capture", None)
+    if capture is not None:
+        last_n, captured = capture
+        captured[module.layer_idx] = query[:, :, -last_n:, :].detach()
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+def register_capture_attention() -> None:
+    global _registered
+    if _registered:
+        return
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTENTION_NAME, _capturing_sdpa)
+    AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+    _registered = True

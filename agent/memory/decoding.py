@@ -1,0 +1,145 @@
+"""Decode and score text after a global memory.
+
+The memory occupies positions 0..M-1; the prompt continues at M. Sampling
+controls come from transformers' logits processors; the repetition guard
+(penalty plus n-gram blocking) keeps the 135M default model from looping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from agent.memory.types import GlobalMemory
+from agent.models import LoadedModel
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: Sequence[str] = field(default_factory=tuple)
+    repetition_penalty: float = 1.15
+    no_repeat_ngram: int = 6
+    seed: int | None = None
+
+
+def _processors(params: SamplingParams):
+    from transformers import (
+        LogitsProcessorList,
+        NoRepeatNGramLogitsProcessor,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    procs = LogitsProcessorList()
+    if params.repetition_penalty and params.repetition_penalty != 1.0:
+        procs.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
+    if params.no_repeat_ngram:
+        procs.append(NoRepeatNGramLogitsProcessor(params.no_repeat_ngram))
+    if params.temperature > 0:
+        procs.append(TemperatureLogitsWarper(params.temperature))
+        if params.top_p < 1.0:
+            procs.append(TopPLogitsWarper(params.top_p))
+    return procs
+
+
+def _prefill(lm: LoadedModel, memory: GlobalMemory | None, prompt_ids: Sequence[int]):
+    """Run the prompt on top of the memory; returns (cache, last logits, next position)."""
+    if memory is not None:
+        memory.check_model(lm.fingerprint)
+        cache, offset = memory.to_cache(lm.device, lm.dtype), len(memory)
+    else:
+        from transformers import DynamicCache
+
+        cache, offset = DynamicCache(), 0
+    ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=lm.device)
+    positions = torch.arange(offset, offset + ids.shape[1], device=lm.device)[None]
+    out = lm.model(input_ids=ids, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
+    return out.cache if hasattr(out, "cache") else out.past_key_values, out.logits[:, -1], offset + ids.shape[1]
+
+
+@torch.inference_mode()
+def generate(
+    lm: LoadedModel,
+    memory: GlobalMemory | None,
+    prompt_ids: Sequence[int],
+    params: SamplingParams = SamplingParams(),
+    on_text: Callable[[str], None] | None = None,
+) -> str:
+    """Generate after memory + prompt; ``on_text`` receives each new piece of text."""
+    tokenizer = lm.tokenizer
+    cache, logits, position = _prefill(lm, memory, prompt_ids)
+    procs = _processors(params)
+    generator = None
+    if params.temperature > 0:
+        generator = torch.Generator(device=lm.device)
+        generator.manual_seed(params.seed if params.seed is not None else torch.seed())
+    eos = set(_eos_ids(lm))
+    history = torch.tensor([list(prompt_ids)], dtype=torch.long, device=lm.device)
+    produced: list[int] = []
+    text = ""
+    for _ in range(params.max_new_tokens):
+        scores = procs(history, logits.float())
+        if params.temperature > 0:
+            token = int(torch.multinomial(scores.softmax(-1), 1, generator=generator))
+        else:
+            token = int(scores.argmax(-1))
+        if token in eos:
+            break
+        produced.append(token)
+        new_text = tokenizer.decode(produced, skip_special_tokens=True)
+        cut = _stop_at(new_text, params.stop)
+        if cut is not None:
+            new_text = new_text[:cut]
+        if on_text and len(new_text) > len(text):
+            on_text(new_text[len(text) :])
+        text = new_text
+        if cut is not None:
+            break
+        history = torch.cat([history, torch.tensor([[token]], device=lm.device)], dim=1)
+        step = torch.tensor([[token]], device=lm.device)
+        out = lm.model(input_ids=step, position_ids=torch.tensor([[position]], device=lm.device), cache=cache)
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        logits, position = out.logits[:, -1], position + 1
+    return text
+
+
+@torch.inference_mode()
+def continuation_logprob(
+    lm: LoadedModel,
+    memory: GlobalMemory | None,
+    prompt_ids: Sequence[int],
+    continuation_ids: Sequence[int],
+) -> float:
+    """Sum of log-probabilities of ``continuation_ids`` after memory + prompt."""
+    if not continuation_ids:
+        return 0.0
+    if memory is not None:
+        memory.check_model(lm.fingerprint)
+        cache, offset = memory.to_cache(lm.device, lm.dtype), len(memory)
+    else:
+        cache, offset = None, 0
+    ids = torch.tensor([list(prompt_ids) + list(continuation_ids)], dtype=torch.long, device=lm.device)
+    positions = torch.arange(offset, offset + ids.shape[1], device=lm.device)[None]
+    logits = lm.model(input_ids=ids, position_ids=positions, cache=cache, use_cache=cache is not None).logits
+    n = len(continuation_ids)
+    logprobs = logits[0, -n - 1 : -1].float().log_softmax(-1)
+    target = ids[0, -n:]
+    return float(logprobs.gather(-1, target[:, None]).sum())
+
+
+def _stop_at(text: str, stops: Sequence[str]) -> int | None:
+    hits = [text.find(s) for s in stops if s and s in text]
+    return min(hits) if hits else None
+
+
+def _eos_ids(lm: LoadedModel) -> list[int]:
+    ids = lm.model.generation_config.eos_token_id if lm.model.generation_config else None
+    if ids is None:
+        ids = lm.tokenizer.eos_token_id
+    return [ids] if isinstance(ids, int) else list(ids or [])

@@ -1,0 +1,128 @@
+"""Form a global memory: read the document in windows, keep 1/beta of each.
+
+Each window runs on top of the memory so far, so it sees a compressed view
+of everything before it (progressive compression, as beacons do). After the
+window, every layer keeps its ``ceil(w / beta)`` most important KV pairs per
+head, re-rotated to the positions right after the memory, so the memory is
+always contiguous from 0 and a book fits a small model's position range.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from agent.memory.capture import capture_queries
+from agent.memory.rope import rerotate_keys
+from agent.memory.scorers import Scorer, get_scorer
+from agent.memory.types import GlobalMemory, MemoryMeta
+from agent.models import LoadedModel
+
+MIN_BETA, MAX_BETA = 1, 64
+OBSERVATION_QUERIES = 32
+
+ProgressFn = Callable[[int, int], None]
+
+
+def required_beta(doc_tokens: int, window: int, max_positions: int) -> int:
+    """Smallest beta whose memory plus one window fits the model's positions."""
+    room = max_positions - window
+    if room <= 0:
+        raise ValueError(f"window {window} does not fit the model's {max_positions} positions")
+    return max(1, math.ceil(doc_tokens / room))
+
+
+def tokenize_document(lm: LoadedModel, text: str) -> list[int]:
+    return lm.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+
+
+@torch.inference_mode()
+def form_memory(
+    lm: LoadedModel,
+    token_ids: list[int],
+    *,
+    beta: int = 16,
+    window: int = 1024,
+    scorer: str | Scorer = "snapkv",
+    storage_dtype: torch.dtype = torch.bfloat16,
+    on_progress: ProgressFn | None = None,
+) -> GlobalMemory:
+    """Compress ``token_ids`` into a memory; its K/V are kept in ``storage_dtype``."""
+    if not MIN_BETA <= beta <= MAX_BETA:
+        raise ValueError(f"beta must be between {MIN_BETA} and {MAX_BETA}, got {beta}")
+    if not token_ids:
+        raise ValueError("cannot form a memory of an empty document")
+    need = required_beta(len(token_ids), window, lm.max_positions)
+    if beta < need:
+        raise ValueError(
+            f"{len(token_ids)} tokens at beta={beta} exceed the model's {lm.max_positions} positions; "
+            f"use beta >= {need}"
+        )
+    score = get_scorer(scorer) if isinstance(scorer, str) else scorer
+    model, device = lm.model, lm.device
+    config = model.config
+    rotary = model.base_model.rotary_emb
+    cache = _empty_cache()
+    layers = config.num_hidden_layers
+    kept: list[list[torch.Tensor]] = [[] for _ in range(layers)]
+    memory_len, total = 0, len(token_ids)
+    ids = torch.tensor(token_ids, dtype=torch.long, device=device)
+
+    for start in range(0, total, window):
+        chunk = ids[start : start + window]
+        width = chunk.numel()
+        positions = torch.arange(memory_len, memory_len + width, device=device)
+        with capture_queries(min(OBSERVATION_QUERIES, width)) as queries:
+            model.base_model(input_ids=chunk[None], position_ids=positions[None], cache=cache, use_cache=True)
+        if beta == 1:
+            for layer in range(layers):
+                kept[layer].append(torch.arange(start, start + width, device=device).expand(_kv_heads(config), -1))
+            memory_len += width
+        else:
+            budget = math.ceil(width / beta)
+            for layer in range(layers):
+                slot = cache.layers[layer]
+                scores = score(queries.get(layer), slot.keys, memory_len)
+                top = scores.topk(budget, dim=-1).indices.sort(dim=-1).values  # [KVH, budget]
+                gather = top[None, :, :, None].expand(1, -1, -1, slot.keys.shape[-1])
+                new_k = slot.keys[:, :, memory_len:].gather(2, gather)
+                new_v = slot.values[:, :, memory_len:].gather(2, gather)
+                delta = torch.arange(budget, device=device)[None, :] - top
+                new_k = rerotate_keys(new_k, delta, rotary)
+                slot.keys = torch.cat([slot.keys[:, :, :memory_len], new_k], dim=2)
+                slot.values = torch.cat([slot.values[:, :, :memory_len], new_v], dim=2)
+                kept[layer].append(top + start)
+            memory_len += budget
+        if on_progress:
+            on_progress(min(start + width, total), total)
+
+    keys = [cache.layers[i].keys[0].to("cpu", storage_dtype).contiguous() for i in range(layers)]
+    values = [cache.layers[i].values[0].to("cpu", storage_dtype).contiguous() for i in range(layers)]
+    indices = torch.stack([torch.cat(k, dim=1) for k in kept]).to(torch.int32).cpu()
+    meta = MemoryMeta(
+        model_fingerprint=lm.fingerprint,
+        model_name=lm.name,
+        tokenizer=f"{type(lm.tokenizer).__name__}:{lm.name}",
+        beta=beta,
+        window=window,
+        scorer=score.name,
+        doc_tokens=total,
+        memory_tokens=memory_len,
+        num_layers=layers,
+        kv_heads=_kv_heads(config),
+        head_dim=keys[0].shape[-1],
+        dtype=str(keys[0].dtype).removeprefix("torch."),
+    )
+    return GlobalMemory(keys, values, indices, meta)
+
+
+def _kv_heads(config) -> int:
+    return getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+
+
+def _empty_cache():
+    from transformers import DynamicCache
+
+    return DynamicCache()

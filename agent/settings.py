@@ -1,0 +1,43 @@
+"""One settings object, read from ``MEMORAG_*`` environment variables.
+
+Every default is the embedded, no-set-up choice; production overrides by
+environment. Plain data so that ``store/`` and ``workers/`` may read it too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(f"MEMORAG_{name}", default).strip()
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = field(default_factory=lambda: Path(_env("HOME") or Path.home() / ".local/share/memorag"))
+    redis_url: str = field(default_factory=lambda: _env("REDIS_URL"))
+    model: str = field(default_factory=lambda: _env("MODEL", "default"))
+    device: str = field(default_factory=lambda: _env("DEVICE", "auto"))
+    dtype: str = field(default_factory=lambda: _env("DTYPE", "auto"))
+    memory_dtype: str = field(default_factory=lambda: _env("MEMORY_DTYPE", "bf16"))
+    beta: int = field(default_factory=lambda: int(_env("BETA", "16")))
+    window: int = field(default_factory=lambda: int(_env("WINDOW", "1024")))
+    scorer: str = field(default_factory=lambda: _env("SCORER", "snapkv"))
+    memory_ttl_s: int = field(default_factory=lambda: int(_env("MEMORY_TTL_S", "0")))
+    max_document_mb: float = field(default_factory=lambda: float(_env("MAX_DOCUMENT_MB", "20")))
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def valkey_dir(self) -> Path:
+        return self.home / "valkey"
+
+
+def get_settings() -> Settings:
+    """Fresh settings each call, so tests and CLIs can change the environment."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Everything that persists, one module per store."""

