@@ -9,6 +9,7 @@ is never decoded by a model it was not built with.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -165,10 +166,8 @@ def fingerprint_dir(path: Path) -> str:
             while block := fh.read(1 << 24):
                 digest.update(block)
     fingerprint = digest.hexdigest()[:16]
-    try:
+    with contextlib.suppress(OSError):
         cache.write_text(json.dumps({"stamp": stamp, "fingerprint": fingerprint}))
-    except OSError:
-        pass
     return fingerprint
 
 

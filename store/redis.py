@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import redis
@@ -97,10 +97,8 @@ def stop_embedded(settings: Settings | None = None, timeout: float = 10.0) -> bo
     pid_file = settings.valkey_dir / "valkey.pid"
     if url is None:
         return False
-    try:
+    with suppress(redis.ConnectionError, redis.ResponseError):
         redis.Redis.from_url(url).shutdown(save=True)
-    except (redis.ConnectionError, redis.ResponseError):
-        pass
     deadline = time.monotonic() + timeout
     while _ping(url) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -22,16 +22,31 @@ from agent.models import LoadedModel
 
 MIN_BETA, MAX_BETA = 1, 64
 OBSERVATION_QUERIES = 32
+SINK_TOKENS = 4
 
 ProgressFn = Callable[[int, int], None]
 
 
+def memory_length(doc_tokens: int, window: int, beta: int) -> int:
+    """Memory tokens a document forms: ceil(width / beta) from every window."""
+    return sum(math.ceil(min(window, doc_tokens - s) / beta) for s in range(0, doc_tokens, window))
+
+
+def peak_positions(doc_tokens: int, window: int, beta: int) -> int:
+    """Largest position count in use: the memory before the last window plus that window."""
+    last = (doc_tokens - 1) // window * window
+    return memory_length(last, window, beta) + (doc_tokens - last)
+
+
 def required_beta(doc_tokens: int, window: int, max_positions: int) -> int:
-    """Smallest beta whose memory plus one window fits the model's positions."""
-    room = max_positions - window
-    if room <= 0:
-        raise ValueError(f"window {window} does not fit the model's {max_positions} positions")
-    return max(1, math.ceil(doc_tokens / room))
+    """Smallest beta whose formation stays inside the model's positions."""
+    for beta in range(MIN_BETA, MAX_BETA + 1):
+        if peak_positions(doc_tokens, window, beta) <= max_positions:
+            return beta
+    raise ValueError(
+        f"{doc_tokens} tokens do not fit {max_positions} positions even at beta={MAX_BETA} "
+        f"with window {window}; use a smaller window or a model with more positions"
+    )
 
 
 def tokenize_document(lm: LoadedModel, text: str) -> list[int]:
@@ -54,8 +69,8 @@ def form_memory(
         raise ValueError(f"beta must be between {MIN_BETA} and {MAX_BETA}, got {beta}")
     if not token_ids:
         raise ValueError("cannot form a memory of an empty document")
-    need = required_beta(len(token_ids), window, lm.max_positions)
-    if beta < need:
+    if peak_positions(len(token_ids), window, beta) > lm.max_positions:
+        need = required_beta(len(token_ids), window, lm.max_positions)
         raise ValueError(
             f"{len(token_ids)} tokens at beta={beta} exceed the model's {lm.max_positions} positions; "
             f"use beta >= {need}"
@@ -84,7 +99,9 @@ def form_memory(
             budget = math.ceil(width / beta)
             for layer in range(layers):
                 slot = cache.layers[layer]
-                scores = score(queries.get(layer), slot.keys, memory_len)
+                scores = score(queries.get(layer), slot.keys, memory_len).contiguous()
+                if start == 0:  # attention sinks: the first tokens anchor every later query
+                    scores[:, : min(SINK_TOKENS, budget)] = float("inf")
                 top = scores.topk(budget, dim=-1).indices.sort(dim=-1).values  # [KVH, budget]
                 gather = top[None, :, :, None].expand(1, -1, -1, slot.keys.shape[-1])
                 new_k = slot.keys[:, :, memory_len:].gather(2, gather)

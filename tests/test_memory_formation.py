@@ -1,0 +1,95 @@
+"""Formation keeps 1/beta of every window, stays in position range, and round-trips."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from agent.memory.errors import CorruptMemory, IncompatibleMemory
+from agent.memory.formation import form_memory, memory_length, peak_positions, required_beta
+from agent.memory.scorers import KeyNorm, ObservationAttention, get_scorer
+from agent.memory.types import GlobalMemory
+
+
+def _ids(n: int, seed: int = 0) -> list[int]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(100, 20000, (n,), generator=g).tolist()
+
+
+@pytest.mark.parametrize("beta", [2, 8, 64])
+def test_memory_keeps_ceil_window_over_beta(tiny_lm, beta):
+    ids = _ids(700)
+    memory = form_memory(tiny_lm, ids, beta=beta, window=128)
+    expected = sum(math.ceil(min(128, 700 - s) / beta) for s in range(0, 700, 128))
+    assert memory_length(700, 128, beta) == expected
+    assert len(memory) == memory.meta.memory_tokens == expected
+    assert memory.keys[0].shape == (2, expected, 16)
+    assert memory.token_indices.shape == (2, 2, expected)
+    assert memory.meta.doc_tokens == 700 and memory.meta.beta == beta
+    # every kept slot points into its own window, in order
+    idx = memory.token_indices
+    assert int(idx.min()) >= 0 and int(idx.max()) < 700
+    assert bool((idx[..., 1:] > idx[..., :-1]).all())
+
+
+def test_document_far_beyond_position_range(tiny_lm):
+    assert tiny_lm.max_positions == 512
+    ids = _ids(6000, seed=1)  # 12x the tiny model's position range
+    memory = form_memory(tiny_lm, ids, beta=16, window=128)
+    assert len(memory) == sum(math.ceil(min(128, 6000 - s) / 16) for s in range(0, 6000, 128))
+    assert len(memory) + 128 <= tiny_lm.max_positions
+    assert memory.covered_tokens().max() > 5800  # the end of the document is remembered
+
+
+def test_too_little_compression_is_refused(tiny_lm):
+    need = required_beta(5000, 128, 512)
+    assert peak_positions(5000, 128, need) <= 512 < peak_positions(5000, 128, need - 1)
+    with pytest.raises(ValueError, match=f"use beta >= {need}"):
+        form_memory(tiny_lm, _ids(5000), beta=need - 1, window=128)
+    assert len(form_memory(tiny_lm, _ids(5000), beta=need, window=128)) == memory_length(5000, 128, need)
+    with pytest.raises(ValueError, match="between 1 and 64"):
+        form_memory(tiny_lm, _ids(10), beta=65)
+
+
+def test_bytes_round_trip_is_bit_identical(tiny_lm):
+    memory = form_memory(tiny_lm, _ids(300), beta=4, window=128, scorer="keynorm")
+    data = memory.to_bytes()
+    assert b"pickle" not in data[:200] and data[8:9] == b"{"  # safetensors JSON header
+    again = GlobalMemory.from_bytes(data)
+    assert again.meta == memory.meta
+    for a, b in zip(memory.keys + memory.values, again.keys + again.values, strict=True):
+        assert a.dtype == b.dtype == torch.bfloat16 and torch.equal(a, b)
+    assert torch.equal(memory.token_indices, again.token_indices)
+    assert again.to_bytes() == data
+
+
+def test_damaged_bytes_and_foreign_models_are_refused(tiny_lm):
+    memory = form_memory(tiny_lm, _ids(200), beta=4, window=128)
+    with pytest.raises(CorruptMemory):
+        GlobalMemory.from_bytes(b"\x00" * 64)
+    data = bytearray(memory.to_bytes())
+    with pytest.raises(CorruptMemory):
+        GlobalMemory.from_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(IncompatibleMemory):
+        memory.check_model("another-model")
+
+
+def test_key_norm_keeps_the_smallest_keys():
+    keys = torch.ones(1, 1, 10, 4)
+    keys[0, 0, 7] *= 0.01
+    scores = KeyNorm()(None, keys, memory_len=4)
+    assert scores.shape == (1, 6) and int(scores.argmax()) == 3
+
+
+def test_observation_attention_finds_the_token_queries_look_at():
+    torch.manual_seed(0)
+    keys = torch.randn(1, 1, 40, 8) * 0.1
+    target = torch.randn(8)
+    keys[0, 0, 15] = target * 3  # window token 5 (memory is 10 long)
+    queries = target.expand(1, 2, 4, 8).clone()  # 2 query heads share the KV head
+    scores = ObservationAttention(pool=1)(queries, keys, memory_len=10)
+    assert scores.shape == (1, 30) and int(scores.argmax()) == 5
+    with pytest.raises(ValueError, match="unknown scorer"):
+        get_scorer("nope")
