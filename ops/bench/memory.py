@@ -21,7 +21,7 @@ from agent.memory.decoding import continuation_logprob
 from agent.memory.formation import form_memory
 from agent.memory.types import GlobalMemory
 from agent.models import load_model, resolve_dtype
-from agent.pipeline import chat_prompt, rehydrate, save_memory
+from agent.pipeline import chat_prompt, save_memory
 from agent.settings import get_settings
 from store.memories import MemoryStore
 
