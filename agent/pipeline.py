@@ -1,24 +1,20 @@
 """The MemoRAG flow: memorize a document, re-hydrate its memory, answer from it.
 
     text --form_memory--> GlobalMemory --to_bytes--> MemoryStore (Redis)
-    MemoryStore --rehydrate--> GlobalMemory --decode--> answer
+    MemoryStore --rehydrate--> GlobalMemory --LocalBackend + draft_answer--> answer
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from agent.memory.decoding import SamplingParams, generate
+from agent import programs
+from agent.backends import LocalBackend
 from agent.memory.formation import form_memory, tokenize_document
 from agent.memory.types import GlobalMemory
 from agent.models import LoadedModel
 from agent.settings import Settings, get_settings
 from store.memories import Manifest, MemoryStore
-
-MEMORY_ONLY_PROMPT = (
-    "You have just read a long document. Using only what you remember from it, "
-    "answer the question briefly.\n\nQuestion: {question}"
-)
 
 
 def memorize(
@@ -54,11 +50,15 @@ def rehydrate(store: MemoryStore, kb: str, doc: str, lm: LoadedModel) -> GlobalM
 
 
 def chat_prompt(lm: LoadedModel, user: str) -> list[int]:
+    """Token ids of one user turn in the model's own chat template, ready for the reply."""
     return lm.tokenizer.apply_chat_template(
         [{"role": "user", "content": user}], add_generation_prompt=True, tokenize=True, return_dict=False
     )
 
 
 def answer_from_memory(lm: LoadedModel, memory: GlobalMemory, question: str, max_new_tokens: int = 96) -> str:
-    prompt = chat_prompt(lm, MEMORY_ONLY_PROMPT.format(question=question))
-    return generate(lm, memory, prompt, SamplingParams(max_new_tokens=max_new_tokens)).strip()
+    """The ``qa`` task: the draft-answer program on the memory alone."""
+    state = programs.draft_answer.run(question=question, max_tokens=max_new_tokens, backend=LocalBackend(lm, memory))
+    if state.error():
+        raise state.error()
+    return state["answer"].strip()

@@ -27,6 +27,10 @@ class Settings:
     window: int = field(default_factory=lambda: int(_env("WINDOW", "1024")))
     scorer: str = field(default_factory=lambda: _env("SCORER", "snapkv"))
     memory_ttl_s: int = field(default_factory=lambda: int(_env("MEMORY_TTL_S", "0")))
+    generator_url: str = field(default_factory=lambda: _env("GENERATOR_URL"))
+    generator_api: str = field(default_factory=lambda: _env("GENERATOR_API", "sglang"))
+    generator_api_key: str = field(default_factory=lambda: _env("GENERATOR_API_KEY"))
+    generator_model: str = field(default_factory=lambda: _env("GENERATOR_MODEL", "default"))
     max_document_mb: float = field(default_factory=lambda: float(_env("MAX_DOCUMENT_MB", "20")))
 
     @property

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agent.memory.decoding import SamplingParams, continuation_logprob, generate
+from agent.memory.decoding import SamplingParams, continuation_logprob, generate, stream_generate
 from agent.memory.errors import IncompatibleMemory
 from agent.memory.formation import form_memory, tokenize_document
 from agent.pipeline import chat_prompt
@@ -39,10 +39,10 @@ def test_sampling_is_reproducible_with_a_seed(real_lm):
 
 
 def test_streamed_pieces_add_up_to_the_text(real_lm):
-    pieces: list[str] = []
     prompt = chat_prompt(real_lm, "Name three colours.")
-    text = generate(real_lm, None, prompt, SamplingParams(max_new_tokens=16), on_text=pieces.append)
-    assert "".join(pieces) == text and len(pieces) > 1
+    pieces = list(stream_generate(real_lm, None, prompt, SamplingParams(max_new_tokens=16)))
+    assert "".join(pieces) == generate(real_lm, None, prompt, SamplingParams(max_new_tokens=16))
+    assert len(pieces) > 1
 
 
 def test_continuation_logprob_matches_a_manual_forward(real_lm):

@@ -7,7 +7,7 @@ controls come from transformers' logits processors; the repetition guard
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -63,62 +63,72 @@ def _prefill(lm: LoadedModel, memory: GlobalMemory | None, prompt_ids: Sequence[
     return out.cache if hasattr(out, "cache") else out.past_key_values, out.logits[:, -1], offset + ids.shape[1]
 
 
-@torch.inference_mode()
 def generate(
     lm: LoadedModel,
     memory: GlobalMemory | None,
     prompt_ids: Sequence[int],
     params: SamplingParams = SamplingParams(),
-    on_text: Callable[[str], None] | None = None,
 ) -> str:
-    """Generate after memory + prompt; ``on_text`` receives each new piece of text."""
-    tokenizer = lm.tokenizer
-    cache, logits, position = _prefill(lm, memory, prompt_ids)
-    procs = _processors(params)
-    generator = None
-    if params.temperature > 0:
-        generator = torch.Generator(device=lm.device)
-        generator.manual_seed(params.seed if params.seed is not None else torch.seed())
-    eos = set(_eos_ids(lm))
-    history = torch.tensor([list(prompt_ids)], dtype=torch.long, device=lm.device)
-    produced: list[int] = []
-    text = ""
-    for _ in range(params.max_new_tokens):
-        scores = procs(history, logits.float())
+    """Generate after memory + prompt and return the whole text."""
+    return "".join(stream_generate(lm, memory, prompt_ids, params))
+
+
+def stream_generate(
+    lm: LoadedModel,
+    memory: GlobalMemory | None,
+    prompt_ids: Sequence[int],
+    params: SamplingParams = SamplingParams(),
+) -> Iterator[str]:
+    """Yield new pieces of text as they are decoded (stop strings already cut)."""
+    with torch.inference_mode():
+        tokenizer = lm.tokenizer
+        cache, logits, position = _prefill(lm, memory, prompt_ids)
+        procs = _processors(params)
+        generator = None
         if params.temperature > 0:
-            token = int(torch.multinomial(scores.softmax(-1), 1, generator=generator))
-        else:
-            token = int(scores.argmax(-1))
-        if token in eos:
-            break
-        produced.append(token)
-        new_text = tokenizer.decode(produced, skip_special_tokens=True)
-        cut = _stop_at(new_text, params.stop)
-        if cut is not None:
-            new_text = new_text[:cut]
-        if on_text and len(new_text) > len(text):
-            on_text(new_text[len(text) :])
-        text = new_text
-        if cut is not None:
-            break
-        history = torch.cat([history, torch.tensor([[token]], device=lm.device)], dim=1)
-        step = torch.tensor([[token]], device=lm.device)
-        out = lm.model(input_ids=step, position_ids=torch.tensor([[position]], device=lm.device), cache=cache)
-        cache = out.cache if hasattr(out, "cache") else out.past_key_values
-        logits, position = out.logits[:, -1], position + 1
-    return text
+            generator = torch.Generator(device=lm.device)
+            generator.manual_seed(params.seed if params.seed is not None else torch.seed())
+        eos = set(_eos_ids(lm))
+        history = torch.tensor([list(prompt_ids)], dtype=torch.long, device=lm.device)
+        produced: list[int] = []
+        text = ""
+        for _ in range(params.max_new_tokens):
+            scores = procs(history, logits.float())
+            if params.temperature > 0:
+                token = int(torch.multinomial(scores.softmax(-1), 1, generator=generator))
+            else:
+                token = int(scores.argmax(-1))
+            if token in eos:
+                return
+            produced.append(token)
+            new_text = tokenizer.decode(produced, skip_special_tokens=True)
+            cut = _stop_at(new_text, params.stop)
+            if cut is not None:
+                new_text = new_text[:cut]
+            if len(new_text) > len(text) and not new_text.endswith("\ufffd"):
+                yield new_text[len(text) :]
+                text = new_text
+            if cut is not None:
+                return
+            history = torch.cat([history, torch.tensor([[token]], device=lm.device)], dim=1)
+            step = torch.tensor([[token]], device=lm.device)
+            out = lm.model(input_ids=step, position_ids=torch.tensor([[position]], device=lm.device), cache=cache)
+            cache = out.cache if hasattr(out, "cache") else out.past_key_values
+            logits, position = out.logits[:, -1], position + 1
 
 
 @torch.inference_mode()
-def continuation_logprob(
+def token_logprobs(
     lm: LoadedModel,
     memory: GlobalMemory | None,
     prompt_ids: Sequence[int],
     continuation_ids: Sequence[int],
-) -> float:
-    """Sum of log-probabilities of ``continuation_ids`` after memory + prompt."""
+) -> list[float]:
+    """Log-probability of each token of ``continuation_ids`` after memory + prompt."""
     if not continuation_ids:
-        return 0.0
+        return []
+    if not prompt_ids:  # logits for the first continuation token come from the last prompt token
+        raise ValueError("scoring needs at least one prompt token")
     if memory is not None:
         memory.check_model(lm.fingerprint)
         cache, offset = memory.to_cache(lm.device, lm.dtype), len(memory)
@@ -126,11 +136,20 @@ def continuation_logprob(
         cache, offset = None, 0
     ids = torch.tensor([list(prompt_ids) + list(continuation_ids)], dtype=torch.long, device=lm.device)
     positions = torch.arange(offset, offset + ids.shape[1], device=lm.device)[None]
-    logits = lm.model(input_ids=ids, position_ids=positions, cache=cache, use_cache=cache is not None).logits
     n = len(continuation_ids)
+    logits = lm.model(input_ids=ids, position_ids=positions, cache=cache, use_cache=cache is not None).logits
     logprobs = logits[0, -n - 1 : -1].float().log_softmax(-1)
-    target = ids[0, -n:]
-    return float(logprobs.gather(-1, target[:, None]).sum())
+    return logprobs.gather(-1, ids[0, -n:, None]).squeeze(-1).tolist()
+
+
+def continuation_logprob(
+    lm: LoadedModel,
+    memory: GlobalMemory | None,
+    prompt_ids: Sequence[int],
+    continuation_ids: Sequence[int],
+) -> float:
+    """Sum of log-probabilities of ``continuation_ids`` after memory + prompt."""
+    return float(sum(token_logprobs(lm, memory, prompt_ids, continuation_ids)))
 
 
 def _stop_at(text: str, stops: Sequence[str]) -> int | None:

@@ -1,0 +1,278 @@
+"""SGLang backends: the in-process memory-aware model, and remote generators.
+
+``LocalBackend`` runs a model from ``agent.models`` inside this process,
+optionally bound to one re-hydrated ``GlobalMemory`` (the program's text
+continues after the memory). Remote generators serve the answer step: an
+SGLang server's ``/generate`` or any OpenAI-compatible chat endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+
+import requests
+from sglang.lang.backend.base_backend import BaseBackend
+from sglang.lang.chat_template import ChatTemplate, get_chat_template, get_chat_template_by_model_path
+from sglang.lang.choices import ChoicesDecision, ChoicesSamplingMethod, token_length_normalized
+from sglang.lang.ir import SglSamplingParams
+
+from agent.memory.decoding import SamplingParams, stream_generate, token_logprobs
+from agent.memory.types import GlobalMemory
+from agent.models import LoadedModel
+from agent.settings import Settings, get_settings
+
+
+class GeneratorUnavailable(RuntimeError):
+    """A remote generator failed; the message names the URL and what happened."""
+
+
+# chat template --------------------------------------------------------------
+def chat_template_from_tokenizer(tokenizer, name: str) -> ChatTemplate:
+    """Derive SGLang role prefixes/suffixes from the tokenizer's own Jinja template.
+
+    Rendering probe conversations and cutting them at sentinel contents gives
+    exactly the strings the template wraps each role in, so ``sgl.user`` and
+    ``sgl.assistant`` produce the same text as ``apply_chat_template``.
+    """
+    a, b, c = "\x01SYS\x01", "\x01USR\x01", "\x01AST\x01"
+
+    def render(messages, gen=False) -> str:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
+
+    sys_only = render([{"role": "system", "content": a}])
+    sys_user = render([{"role": "system", "content": a}, {"role": "user", "content": b}])
+    sys_user_gen = render([{"role": "system", "content": a}, {"role": "user", "content": b}], gen=True)
+    full = render(
+        [{"role": "system", "content": a}, {"role": "user", "content": b}, {"role": "assistant", "content": c}]
+    )
+    sys_prefix, sys_suffix = sys_only.split(a)
+    user_prefix, user_suffix = sys_user[len(sys_only) :].split(b)
+    assistant_prefix = sys_user_gen[len(sys_user) :]
+    assistant_suffix = full.split(c)[1]
+    default_system = None
+    user_alone = render([{"role": "user", "content": b}])
+    injected = user_alone.split(b)[0][: -len(user_prefix) or None]
+    if injected.startswith(sys_prefix) and injected.endswith(sys_suffix) and injected != sys_prefix + sys_suffix:
+        default_system = injected[len(sys_prefix) : len(injected) - len(sys_suffix)]
+    stops = [s for s in (assistant_suffix.strip(),) if s]
+    return ChatTemplate(
+        name=f"hf:{name}",
+        default_system_prompt=default_system,
+        role_prefix_and_suffix={
+            "system": (sys_prefix, sys_suffix),
+            "user": (user_prefix, user_suffix),
+            "assistant": (assistant_prefix, assistant_suffix),
+        },
+        stop_str=stops,
+    )
+
+
+# in-process -----------------------------------------------------------------
+_model_locks: dict[int, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _lock_for(lm: LoadedModel) -> threading.Lock:
+    with _locks_guard:
+        return _model_locks.setdefault(id(lm.model), threading.Lock())
+
+
+class LocalBackend(BaseBackend):
+    """Run SGLang programs on an in-process model, optionally after a memory.
+
+    Forward passes on one model are serialised (the CPU or GPU is saturated
+    by one anyway), which keeps ``run_batch`` threads safe and greedy results
+    identical to sequential runs.
+    """
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        memory: GlobalMemory | None = None,
+        *,
+        repetition_penalty: float = 1.15,
+        no_repeat_ngram: int = 6,
+    ) -> None:
+        super().__init__()
+        if memory is not None:
+            memory.check_model(lm.fingerprint)
+        self.lm = lm
+        self.memory = memory
+        self.repetition_penalty = repetition_penalty
+        self.no_repeat_ngram = no_repeat_ngram
+        self.chat_template = chat_template_from_tokenizer(lm.tokenizer, lm.name)
+        self.is_chat_model = False
+        self._lock = _lock_for(lm)
+
+    def with_memory(self, memory: GlobalMemory | None) -> LocalBackend:
+        """The same model bound to another memory (cheap: nothing is copied)."""
+        return LocalBackend(
+            self.lm, memory, repetition_penalty=self.repetition_penalty, no_repeat_ngram=self.no_repeat_ngram
+        )
+
+    def get_model_name(self) -> str:
+        return self.lm.name
+
+    def _ids(self, text: str) -> list[int]:
+        return self.lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _params(self, sp: SglSamplingParams) -> SamplingParams:
+        stop = sp.stop if isinstance(sp.stop, (list, tuple)) else [sp.stop]
+        stop = [*stop, *self.chat_template.stop_str]
+        return SamplingParams(
+            max_new_tokens=sp.max_new_tokens or 128,
+            temperature=sp.temperature or 0.0,
+            top_p=sp.top_p if sp.top_p is not None else 1.0,
+            stop=tuple(s for s in stop if s),
+            repetition_penalty=self.repetition_penalty,
+            no_repeat_ngram=self.no_repeat_ngram,
+        )
+
+    def generate(self, s, sampling_params: SglSamplingParams):
+        pieces = list(self.generate_stream(s, sampling_params))
+        text = "".join(piece for piece, _ in pieces)
+        meta = pieces[-1][1] if pieces else {"prompt_tokens": len(self._ids(s.text_)), "completion_tokens": 0}
+        return text, meta
+
+    def generate_stream(self, s, sampling_params: SglSamplingParams) -> Iterator[tuple[str, dict]]:
+        prompt = self._ids(s.text_)
+        params = self._params(sampling_params)
+        produced = ""
+        with self._lock:
+            for piece in stream_generate(self.lm, self.memory, prompt, params):
+                produced += piece
+                yield piece, {"prompt_tokens": len(prompt), "completion_tokens": len(self._ids(produced))}
+
+    def select(
+        self,
+        s,
+        choices: list[str],
+        temperature: float,
+        choices_method: ChoicesSamplingMethod | None = None,
+    ) -> ChoicesDecision:
+        method = choices_method or token_length_normalized
+        if method.requires_unconditional_logprobs:
+            raise ValueError("LocalBackend.select does not compute unconditional log-probabilities")
+        prompt = self._ids(s.text_)
+        per_choice: list[list[tuple[float, int, None]]] = []
+        with self._lock:
+            for choice in choices:
+                ids = self._ids(choice)
+                lps = token_logprobs(self.lm, self.memory, prompt, ids)
+                per_choice.append([(lp, tid, None) for lp, tid in zip(lps, ids, strict=True)])
+        return method(
+            choices=choices,
+            normalized_prompt_logprobs=[sum(lp for lp, _, _ in c) / max(1, len(c)) for c in per_choice],
+            input_token_logprobs=per_choice,
+            output_token_logprobs=[[] for _ in choices],
+        )
+
+
+# remote ---------------------------------------------------------------------
+class _HttpBackend(BaseBackend):
+    """Shared HTTP plumbing: timeouts and errors that name the server."""
+
+    def __init__(self, base_url: str, api_key: str | None, timeout: float) -> None:
+        super().__init__()
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+        self.is_chat_model = False
+
+    def _post(self, path: str, payload: dict, stream: bool = False) -> requests.Response:
+        return self._request("POST", path, payload, stream)
+
+    def _request(self, method: str, path: str, payload: dict | None = None, stream: bool = False):
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        url = self.base_url + path
+        try:
+            response = requests.request(method, url, json=payload, headers=headers, timeout=self.timeout, stream=stream)
+        except requests.Timeout as exc:
+            message = f"generator at {self.base_url} did not answer within {self.timeout:g} s"
+            raise GeneratorUnavailable(message) from exc
+        except requests.ConnectionError as exc:
+            raise GeneratorUnavailable(
+                f"cannot reach the generator at {self.base_url}: start the server or unset MEMORAG_GENERATOR_URL"
+            ) from exc
+        if response.status_code != 200:
+            detail = response.text[:200].strip().replace("\n", " ")
+            raise GeneratorUnavailable(f"generator at {self.base_url} answered {response.status_code}: {detail}")
+        return response
+
+
+class SGLangServer(_HttpBackend):
+    """An SGLang server's native ``/generate`` API (what ``RuntimeEndpoint`` speaks), with timeouts."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 120.0) -> None:
+        super().__init__(base_url, api_key, timeout)
+        self.model_info = self._request("GET", "/get_model_info").json()
+        self.chat_template = get_chat_template_by_model_path(self.model_info.get("model_path", ""))
+
+    def get_model_name(self) -> str:
+        return self.model_info.get("model_path", "sglang")
+
+    def _payload(self, s, sp: SglSamplingParams, stream: bool) -> dict:
+        return {"text": s.text_, "sampling_params": sp.to_srt_kwargs(), "stream": stream}
+
+    def generate(self, s, sampling_params: SglSamplingParams):
+        body = self._post("/generate", self._payload(s, sampling_params, False)).json()
+        return body["text"], body.get("meta_info", {})
+
+    def generate_stream(self, s, sampling_params: SglSamplingParams):
+        response = self._post("/generate", self._payload(s, sampling_params, True), stream=True)
+        seen = 0
+        for line in response.iter_lines(decode_unicode=True):
+            if not line or not line.startswith("data:"):
+                continue
+            if line.strip() == "data: [DONE]":
+                break
+            body = json.loads(line[5:])
+            yield body["text"][seen:], body.get("meta_info", {})
+            seen = len(body["text"])
+
+
+class OpenAIChat(_HttpBackend):
+    """Any OpenAI-compatible ``/v1/chat/completions`` endpoint; programs' roles become messages."""
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 120.0) -> None:
+        super().__init__(base_url, api_key, timeout)
+        self.model = model
+        self.chat_template = get_chat_template("default")
+        self.is_chat_model = True
+
+    def get_model_name(self) -> str:
+        return self.model
+
+    def generate(self, s, sampling_params: SglSamplingParams):
+        stop = sampling_params.stop if isinstance(sampling_params.stop, (list, tuple)) else [sampling_params.stop]
+        payload = {
+            "model": self.model,
+            "messages": [m for m in s.messages_ if m.get("content")],
+            "max_tokens": sampling_params.max_new_tokens,
+            "temperature": sampling_params.temperature,
+            "top_p": sampling_params.top_p,
+        }
+        if any(stop):
+            payload["stop"] = [x for x in stop if x]
+        body = self._post("/v1/chat/completions", payload).json()
+        try:
+            text = body["choices"][0]["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError) as exc:
+            raise GeneratorUnavailable(f"generator at {self.base_url} sent an unexpected reply: {body!r:.200}") from exc
+        return text, body.get("usage", {})
+
+
+def generator_backend(lm: LoadedModel | None, settings: Settings | None = None) -> BaseBackend:
+    """The answer step's backend: remote when ``MEMORAG_GENERATOR_URL`` is set, else in-process."""
+    settings = settings or get_settings()
+    if settings.generator_url:
+        if settings.generator_api == "openai":
+            return OpenAIChat(settings.generator_url, settings.generator_model, settings.generator_api_key or None)
+        if settings.generator_api == "sglang":
+            return SGLangServer(settings.generator_url, settings.generator_api_key or None)
+        raise ValueError(f"MEMORAG_GENERATOR_API must be 'sglang' or 'openai', not {settings.generator_api!r}")
+    if lm is None:
+        raise ValueError("no generator: set MEMORAG_GENERATOR_URL or pass a loaded model")
+    return LocalBackend(lm)

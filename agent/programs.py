@@ -1,0 +1,145 @@
+"""The SGLang programs of MemoRAG: clues from memory, answers from evidence.
+
+Clue programs run on a ``LocalBackend`` bound to one document's memory, so
+"the document above" is the compressed memory in the model's KV space.
+Answer programs run on the generator. Every prompt lives in ``PROMPTS`` so
+they can be tuned in one place; clue output is parsed by ``clean_lines``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sglang as sgl
+
+PROMPTS = {
+    "recall_spans": (
+        "From the document you have just read, copy word for word the sentences that help answer "
+        "the question. Write one sentence per line and nothing else.\n\nQuestion: {question}"
+    ),
+    "surrogate_questions": (
+        "The question below may be vague. Using what you know of the document you have just read, "
+        "rewrite it as up to {n} precise questions whose answers can be found in that document. "
+        "Write one question per line.\n\nQuestion: {question}"
+    ),
+    "draft_answer": (
+        "Using only what you remember from the document you have just read, answer the question "
+        "briefly.\n\nQuestion: {question}"
+    ),
+    "key_points": (
+        "List the key points of the document you have just read, one short sentence per line."
+    ),
+    "answer": (
+        "Answer the question using only the evidence below. Be concise; if the evidence does not "
+        "contain the answer, say so.\n\nEvidence:\n{evidence}\n\nQuestion: {question}"
+    ),
+    "summary": "Summarize the evidence below in a few sentences.\n\nEvidence:\n{evidence}",
+}
+
+CLUE_TOKENS = 160
+ANSWER_TOKENS = 128
+MAX_CLUES = 8
+MIN_WORDS = 3
+
+
+@sgl.function
+def recall_spans(s, question: str, max_tokens: int = CLUE_TOKENS, temperature: float = 0.0):
+    s += sgl.user(PROMPTS["recall_spans"].format(question=question))
+    s += sgl.assistant(sgl.gen("clues", max_tokens=max_tokens, temperature=temperature))
+
+
+@sgl.function
+def surrogate_questions(s, question: str, n: int = 4, max_tokens: int = CLUE_TOKENS, temperature: float = 0.0):
+    s += sgl.user(PROMPTS["surrogate_questions"].format(question=question, n=n))
+    s += sgl.assistant(sgl.gen("clues", max_tokens=max_tokens, temperature=temperature))
+
+
+@sgl.function
+def draft_answer(s, question: str, max_tokens: int = ANSWER_TOKENS, temperature: float = 0.0):
+    s += sgl.user(PROMPTS["draft_answer"].format(question=question))
+    s += sgl.assistant(sgl.gen("answer", max_tokens=max_tokens, temperature=temperature))
+
+
+@sgl.function
+def key_points(s, max_tokens: int = CLUE_TOKENS, temperature: float = 0.0):
+    s += sgl.user(PROMPTS["key_points"])
+    s += sgl.assistant(sgl.gen("clues", max_tokens=max_tokens, temperature=temperature))
+
+
+@sgl.function
+def answer(s, question: str, evidence: str, max_tokens: int = ANSWER_TOKENS):
+    s += sgl.user(PROMPTS["answer"].format(question=question, evidence=evidence))
+    s += sgl.assistant(sgl.gen("answer", max_tokens=max_tokens, temperature=0.0))
+
+
+@sgl.function
+def summary(s, evidence: str, max_tokens: int = 2 * ANSWER_TOKENS):
+    s += sgl.user(PROMPTS["summary"].format(evidence=evidence))
+    s += sgl.assistant(sgl.gen("answer", max_tokens=max_tokens, temperature=0.0))
+
+
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]+|\(?\d{1,2}[.)]|[a-zA-Z][.)](?=\s))\s*")
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def clean_lines(
+    text: str, question: str | None = None, *, min_words: int = MIN_WORDS, limit: int = MAX_CLUES
+) -> list[str]:
+    """Clue output as a clean list: no bullets, short, repeated or question-echo lines."""
+    asked = set(_words(question or ""))
+    seen: set[tuple[str, ...]] = set()
+    kept: list[str] = []
+    for raw in text.splitlines():
+        line = _BULLET.sub("", raw).strip().strip('"').strip()
+        words = _words(line)
+        if len(words) < min_words:
+            continue
+        key = tuple(words)
+        if key in seen:
+            continue
+        if asked and len(set(words) & asked) / len(set(words) | asked) >= 0.8:
+            continue  # the question again, in other clothes
+        seen.add(key)
+        kept.append(line)
+        if len(kept) >= limit:
+            break
+    return kept
+
+
+def format_evidence(passages: Sequence[str]) -> str:
+    return "\n\n".join(f"[{i + 1}] {p.strip()}" for i, p in enumerate(passages))
+
+
+@dataclass(frozen=True)
+class Clues:
+    """What the memory wrote for one question: evidence spans, sharper questions, a draft."""
+
+    spans: list[str]
+    questions: list[str]
+    draft: str
+
+    def queries(self) -> list[str]:
+        """Every clue as a retrieval query (the draft counts when it says something)."""
+        draft = [self.draft] if len(_words(self.draft)) >= MIN_WORDS else []
+        return [*self.spans, *self.questions, *draft]
+
+
+def write_clues(backend, question: str, *, temperature: float = 0.0) -> Clues:
+    """Run the three clue programs on a memory-bound backend."""
+    spans = recall_spans.run(question=question, temperature=temperature, backend=backend)
+    questions = surrogate_questions.run(question=question, temperature=temperature, backend=backend)
+    draft = draft_answer.run(question=question, temperature=temperature, backend=backend)
+    for state in (spans, questions, draft):
+        if state.error():
+            raise state.error()
+    return Clues(
+        spans=clean_lines(spans["clues"], question),
+        questions=clean_lines(questions["clues"], question),
+        draft=draft["answer"].strip(),
+    )
