@@ -18,7 +18,7 @@ import torch
 from common import FACTS, essay_tokens, plant, print_table, write_json
 
 from agent.memory.decoding import continuation_logprob
-from agent.memory.formation import form_memory
+from agent.memory.formation import form_memory, peak_positions, required_beta
 from agent.memory.types import GlobalMemory
 from agent.models import load_model, resolve_dtype
 from agent.pipeline import chat_prompt, save_memory
@@ -51,6 +51,10 @@ def cost_rows(lm, store, sizes, betas, window, scorer, storage) -> list[dict]:
         plain = plain_prefill_s(lm, ids, window)
         print(f"[{n} tokens] plain prefill {plain:.1f} s", flush=True)
         for beta in betas:
+            if peak_positions(n, window, beta) > lm.max_positions:
+                print(f"  beta {beta}: skipped, {n} tokens need beta >= {required_beta(n, window, lm.max_positions)}")
+                rows.append({"tokens": n, "beta": beta, "skipped": "exceeds the model's positions"})
+                continue
             started = time.perf_counter()
             memory = form_memory(lm, ids, beta=beta, window=window, scorer=scorer, storage_dtype=storage)
             form_s = time.perf_counter() - started

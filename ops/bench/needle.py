@@ -1,0 +1,86 @@
+"""Needle in a haystack: can the memory answer planted facts?
+
+Ten facts are planted at spread depths in Paul Graham essays of each size;
+each is asked from memory (the ``draft_answer`` program) at every beta, and
+with the full document in the model's window where it fits (the baseline,
+same run; a beta=1 memory is exactly full context).
+
+    python ops/bench/needle.py --tokens 4000,6000,32000 --betas 4,8,16 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import common  # noqa: F401  (puts the project on sys.path)
+from common import FACTS, essay_tokens, plant, print_table, write_json
+
+from agent import programs
+from agent.backends import LocalBackend
+from agent.memory.decoding import token_logprobs
+from agent.memory.formation import form_memory, peak_positions
+from agent.models import load_model, resolve_dtype
+from agent.pipeline import chat_prompt
+from agent.settings import get_settings
+
+
+def evaluate(lm, memory, facts, max_tokens: int) -> dict:
+    backend = LocalBackend(lm, memory)
+    hits, ranks = 0, []
+    for fact in facts:
+        out = programs.draft_answer.run(question=fact.question, max_tokens=max_tokens, backend=backend)
+        if out.error():
+            raise out.error()
+        hits += fact.answer.lower() in out["answer"].lower()
+        prompt = chat_prompt(lm, programs.PROMPTS["draft_answer"].format(question=fact.question))
+        scores = []
+        for candidate in (fact.answer, *fact.distractors):
+            ids = lm.tokenizer(candidate, add_special_tokens=False)["input_ids"]
+            lps = token_logprobs(lm, memory, prompt, ids)
+            scores.append(sum(lps) / len(lps))
+        ranks.append(1 + sum(s > scores[0] for s in scores[1:]))
+    return {"accuracy": hits / len(facts), "answer_logprob_rank": sum(ranks) / len(ranks)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens", default="4000,6000,32000")
+    parser.add_argument("--betas", default="4,8,16")
+    parser.add_argument("--facts", type=int, default=10)
+    parser.add_argument("--max-tokens", type=int, default=40, help="new tokens for each answer")
+    parser.add_argument("--window", type=int, default=None)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    settings = get_settings()
+    window = args.window or settings.window
+    lm = load_model(settings=settings)
+    storage = resolve_dtype(settings.memory_dtype, lm.device)
+    facts = FACTS[: args.facts]
+    print(f"model {lm.name} ({lm.dtype}), window {window}, {len(facts)} facts")
+    runs = []
+    for n in [int(x) for x in args.tokens.split(",") if x]:
+        ids = plant(lm.tokenizer, essay_tokens(lm.tokenizer, n), facts)
+        fits = len(ids) + 200 <= lm.max_positions
+        configs = ([("full", 1)] if fits else []) + [("memory", int(b)) for b in args.betas.split(",") if b]
+        for mode, beta in configs:
+            if peak_positions(len(ids), window, beta) > lm.max_positions:
+                runs.append({"tokens": n, "beta": beta, "mode": mode, "skipped": "exceeds the model's positions"})
+                continue
+            started = time.perf_counter()
+            memory = form_memory(lm, ids, beta=beta, window=window, storage_dtype=storage)
+            result = evaluate(lm, memory, facts, args.max_tokens)
+            runs.append({"tokens": n, "beta": beta, "mode": mode, **result, "seconds": time.perf_counter() - started})
+            print(f"[{n} tokens] {mode} beta {beta}: {result}", flush=True)
+    for n in {r["tokens"] for r in runs}:
+        full = next((r for r in runs if r["tokens"] == n and r["mode"] == "full"), None)
+        for r in runs:
+            if r["tokens"] == n and full and "accuracy" in r and full["accuracy"]:
+                r["accuracy_vs_full"] = r["accuracy"] / full["accuracy"]
+    print_table(runs, ["tokens", "mode", "beta", "accuracy", "accuracy_vs_full", "answer_logprob_rank", "seconds"])
+    write_json(args.json, {"model": lm.name, "dtype": str(lm.dtype), "window": window, "facts": len(facts),
+                           "date": time.strftime("%Y-%m-%d"), "runs": runs})  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

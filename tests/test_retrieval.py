@@ -1,0 +1,82 @@
+"""Chunking at natural boundaries, real embeddings, and fused multi-query retrieval."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from agent.retrieval import chunk_document, chunk_for_token, get_embedder, retrieve
+from store.vectors import EmbeddedIndex
+
+TRANSCRIPT = "\n".join(
+    f"Speaker {i % 3}: " + " ".join(f"We discussed item {i} and the budget for part {j}." for j in range(4))
+    for i in range(30)
+)
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return get_embedder()
+
+
+def test_chunks_respect_size_boundaries_and_spans(real_lm):
+    tok = real_lm.tokenizer
+    chunks = chunk_document("doc", TRANSCRIPT, tok, target_tokens=120, overlap_tokens=30)
+    assert len(chunks) > 5
+    assert [c.ordinal for c in chunks] == list(range(len(chunks)))
+    for c in chunks:
+        assert c.token_end - c.token_start <= 120
+        assert TRANSCRIPT[c.char_start : c.char_end].strip() == c.text
+    no_overlap = chunk_document("doc", TRANSCRIPT, tok, target_tokens=120, overlap_tokens=0)
+    assert all(c.text.startswith("Speaker") for c in no_overlap)  # cut at speaker turns
+    ids = tok(TRANSCRIPT, add_special_tokens=False)["input_ids"]
+    assert chunks[-1].token_end == len(ids)
+    # together the chunks cover every token, and move forward
+    assert all(b.token_start <= a.token_end for a, b in itertools.pairwise(chunks))
+    assert all(b.token_start > a.token_start for a, b in itertools.pairwise(chunks))
+    # a budget that holds a whole trailing turn repeats it at the start of the next chunk
+    overlapping = chunk_document("doc", TRANSCRIPT, tok, target_tokens=120, overlap_tokens=60)
+    assert any(b.token_start < a.token_end for a, b in itertools.pairwise(overlapping))
+    assert chunk_for_token(chunks, 0) is chunks[0]
+    middle = chunks[3]
+    assert chunk_for_token(chunks, middle.token_end - 1).token_start <= middle.token_end - 1
+
+
+def test_a_long_sentence_is_cut_by_tokens(real_lm):
+    text = "word " * 1000
+    chunks = chunk_document("doc", text, real_lm.tokenizer, target_tokens=100, overlap_tokens=0)
+    assert all(c.token_end - c.token_start <= 100 for c in chunks)
+    assert sum(c.token_end - c.token_start for c in chunks) == len(real_lm.tokenizer(text)["input_ids"])
+
+
+def test_embeddings_are_normalized_and_semantic(embedder):
+    vectors = embedder.encode(["The cat sleeps on the sofa.", "A kitten naps on the couch.", "Tax law reform."])
+    assert vectors.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.3
+
+
+def test_clues_pull_in_evidence_the_question_misses(redis_client, embedder, real_lm):
+    from store.vectors import Chunk
+
+    texts = [
+        "The committee agreed to move the product launch to March.",
+        "Lunch options were sandwiches and soup.",
+        "The remote control prototype will use a rubber casing.",
+        "Marketing asked for a yellow colour scheme for the remote.",
+        "The budget for the remote is twelve and a half euros.",
+    ]
+    chunks = [Chunk("meeting", i, t, 0, 0, i, i + 1) for i, t in enumerate(texts)]
+    index = EmbeddedIndex(redis_client)
+    index.upsert("kb", chunks, embedder.encode(texts))
+    question = "What did they decide about the design?"
+    clues = ["The prototype will use a rubber casing.", "What colour scheme did marketing ask for?"]
+    with_clues = retrieve(index, embedder, "kb", question, clues, k=3, depth=2, question_weight=1.0)
+    assert {2, 3} <= {e.chunk.ordinal for e in with_clues}
+    assert [e.chunk.ordinal for e in with_clues] == sorted(e.chunk.ordinal for e in with_clues)  # document order
+    assert all(e.matched_by for e in with_clues)
+    assert any(set(e.matched_by) - {0} for e in with_clues)  # found by a clue
+    plain = retrieve(index, embedder, "kb", question, k=3, depth=3)
+    assert len(plain) == 3 and all(e.matched_by == (0,) for e in plain)
