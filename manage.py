@@ -72,6 +72,29 @@ def cli() -> None:
     """
 
 
+# services -------------------------------------------------------------------
+@cli.command()
+def up() -> None:
+    """Start the embedded Valkey (data under MEMORAG_HOME/valkey); a no-op when it runs or Redis is configured."""
+    from store.redis import embedded_url, start_embedded
+
+    settings = get_settings()
+    if settings.redis_url:
+        click.echo(f"using Redis at {settings.redis_url} (MEMORAG_REDIS_URL); nothing to start")
+        return
+    running = embedded_url(settings)
+    url = running or start_embedded(settings)
+    click.echo(f"embedded Valkey {'already running' if running else 'started'} at {url}")
+
+
+@cli.command()
+def down() -> None:
+    """Stop the embedded Valkey, saving its data."""
+    from store.redis import stop_embedded
+
+    click.echo("embedded Valkey stopped" if stop_embedded(get_settings()) else "embedded Valkey was not running")
+
+
 # models ---------------------------------------------------------------------
 @cli.group(cls=FriendlyGroup)
 def models() -> None:
@@ -104,12 +127,18 @@ def memory() -> None:
     """Build, inspect and query single-document memories (no knowledge base needed)."""
 
 
-def _memory_store():
-    from store.memories import MemoryStore
-    from store.redis import connect
+class _Stores:
+    """Redis memory store and vector index, opened once per command."""
 
-    settings = get_settings()
-    return MemoryStore(connect(settings=settings), ttl_s=settings.memory_ttl_s)
+    def __init__(self) -> None:
+        from store.memories import MemoryStore
+        from store.redis import connect
+        from store.vectors import open_index
+
+        settings = get_settings()
+        client = connect(settings=settings)
+        self.memories = MemoryStore(client, ttl_s=settings.memory_ttl_s)
+        self.index = open_index(client, settings)
 
 
 @memory.command("build")
@@ -117,25 +146,29 @@ def _memory_store():
 @click.option("--beta", type=click.IntRange(1, 64), default=None, help="Compression ratio (1 = keep everything).")
 @click.option("--key", default=None, help="Name to store the memory under (default: the file name).")
 def memory_build(file: Path, beta: int | None, key: str | None) -> None:
-    """Read FILE once and store its compressed global memory in Redis."""
+    """Read FILE once: index its chunks and store its compressed global memory in Redis."""
     from agent.documents import read_document
     from agent.models import load_model
-    from agent.pipeline import memorize, save_memory
+    from agent.pipeline import memorize_document
+    from agent.retrieval import get_embedder
 
     settings = get_settings()
     text = read_document(file, settings.max_document_mb)
-    store = _memory_store()
+    stores = _Stores()
     lm = load_model(settings=settings)
+    name = key or file.name
     started = time.perf_counter()
     with progress() as bar:
         task = bar.add_task(f"reading {file.name}", total=None)
-        mem = memorize(lm, text, settings=settings, beta=beta,
-                       on_progress=lambda done, total: bar.update(task, completed=done, total=total))
-    manifest = save_memory(store, CLI_KB, key or file.name, mem)
+        mem, n_chunks = memorize_document(
+            lm, get_embedder(settings.embedder), stores.memories, stores.index, CLI_KB, name, text,
+            settings=settings, beta=beta,
+            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )  # fmt: skip
     meta = mem.meta
     click.echo(
-        f"memory {key or file.name!r}: {meta.doc_tokens} tokens -> {meta.memory_tokens} memory tokens "
-        f"(beta {meta.beta}), {manifest.size / 2**20:.1f} MiB, {time.perf_counter() - started:.1f} s"
+        f"memory {name!r}: {meta.doc_tokens} tokens -> {meta.memory_tokens} memory tokens (beta {meta.beta}), "
+        f"{mem.nbytes / 2**20:.1f} MiB, {n_chunks} chunks indexed, {time.perf_counter() - started:.1f} s"
     )
 
 
@@ -143,8 +176,7 @@ def memory_build(file: Path, beta: int | None, key: str | None) -> None:
 @click.argument("name")
 def memory_show(name: str) -> None:
     """Sizes, compression ratio and model of the stored memory NAME."""
-    store = _memory_store()
-    manifest = store.manifest(CLI_KB, name)
+    manifest = _Stores().memories.manifest(CLI_KB, name)
     if manifest is None:
         raise Failure(f"no memory named {name!r} (see 'manage.py memory list')")
     meta = manifest.meta
@@ -165,37 +197,52 @@ def memory_show(name: str) -> None:
 @memory.command("list")
 def memory_list() -> None:
     """Names of the stored single-document memories."""
-    for name in _memory_store().list(CLI_KB):
+    for name in _Stores().memories.list(CLI_KB):
         click.echo(name)
 
 
 @memory.command("ask")
 @click.argument("name")
 @click.argument("question")
-@click.option("--max-tokens", default=96, show_default=True, help="Most new tokens to generate.")
-def memory_ask(name: str, question: str, max_tokens: int) -> None:
-    """Answer QUESTION from the memory NAME alone (no retrieval)."""
+@click.option(
+    "--task", type=click.Choice(["qa", "memorag", "summarize"]), default="qa", show_default=True,
+    help="qa: from memory alone; memorag: memory clues -> retrieval -> answer; summarize: key points -> summary.",
+)  # fmt: skip
+def memory_ask(name: str, question: str, task: str) -> None:
+    """Answer QUESTION about the document stored as NAME, printing the evidence used."""
     from agent.models import load_model
-    from agent.pipeline import answer_from_memory, rehydrate
+    from agent.pipeline import answer
+    from agent.retrieval import get_embedder
 
     if not question.strip():
         raise Failure("the question is empty")
-    store = _memory_store()
-    if not store.exists(CLI_KB, name):
+    settings = get_settings()
+    stores = _Stores()
+    if not stores.memories.exists(CLI_KB, name):
         raise Failure(f"no memory named {name!r} (see 'manage.py memory list')")
-    lm = load_model()
-    mem = rehydrate(store, CLI_KB, name, lm)
-    with console.status("thinking"):
-        answer = answer_from_memory(lm, mem, question, max_new_tokens=max_tokens)
-    click.echo(answer)
+    lm = load_model(settings=settings)
+    with console.status("reading the memory and thinking"):
+        result = answer(lm, get_embedder(settings.embedder), stores.memories, stores.index, CLI_KB, [name],
+                        question, task=task, settings=settings)  # fmt: skip
+    click.echo(result.text)
+    for clue in result.clues:
+        click.echo(f"  clue: {clue}")
+    for e in result.evidence:
+        snippet = " ".join(e.chunk.text.split())[:160]
+        click.echo(f"  evidence [{e.chunk.doc_id} #{e.chunk.ordinal}, chars {e.chunk.char_start}-{e.chunk.char_end}]: "
+                   f"{snippet}")  # fmt: skip
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
+    click.echo(f"  ({task}; {stages})")
 
 
 @memory.command("delete")
 @click.argument("name")
 def memory_delete(name: str) -> None:
-    """Remove the stored memory NAME."""
-    if not _memory_store().delete(CLI_KB, name):
+    """Remove the stored memory NAME and its indexed chunks."""
+    stores = _Stores()
+    if not stores.memories.delete(CLI_KB, name):
         raise Failure(f"no memory named {name!r}")
+    stores.index.delete_document(CLI_KB, name)
     click.echo(f"deleted {name}")
 
 

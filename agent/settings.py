@@ -31,6 +31,10 @@ class Settings:
     generator_api: str = field(default_factory=lambda: _env("GENERATOR_API", "sglang"))
     generator_api_key: str = field(default_factory=lambda: _env("GENERATOR_API_KEY"))
     generator_model: str = field(default_factory=lambda: _env("GENERATOR_MODEL", "default"))
+    weaviate_url: str = field(default_factory=lambda: _env("WEAVIATE_URL"))
+    weaviate_grpc_port: int = field(default_factory=lambda: int(_env("WEAVIATE_GRPC_PORT", "50051")))
+    weaviate_api_key: str = field(default_factory=lambda: _env("WEAVIATE_API_KEY"))
+    embedder: str = field(default_factory=lambda: _env("EMBEDDER", "default"))
     max_document_mb: float = field(default_factory=lambda: float(_env("MAX_DOCUMENT_MB", "20")))
 
     @property

@@ -177,6 +177,15 @@ class EmbeddedIndex:
         return sorted(fused, key=fused.get, reverse=True)[:k]
 
 
+def open_index(client: redis.Redis, settings) -> VectorIndex:
+    """Weaviate when ``MEMORAG_WEAVIATE_URL`` is set, else the embedded index in ``client``'s Redis."""
+    if settings.weaviate_url:
+        from store.weaviate import WeaviateIndex
+
+        return WeaviateIndex(settings.weaviate_url, settings.weaviate_grpc_port, api_key=settings.weaviate_api_key)
+    return EmbeddedIndex(client)
+
+
 def tokenize_words(text: str) -> list[str]:
     import re
 

@@ -36,8 +36,9 @@ def test_build_show_ask_list_delete(env, tmp_path):
     shown = run("memory", "show", "story")
     assert shown.exit_code == 0 and "x (beta 8)" in shown.output and "document tokens: 481" in shown.output
     assert run("memory", "list").output.split() == ["story"]
-    asked = run("memory", "ask", "story", "Who counted ships?", "--max-tokens", "4")
-    assert asked.exit_code == 0
+    asked = run("memory", "ask", "story", "Who counted ships?", "--task", "memorag")
+    assert asked.exit_code == 0, asked.output
+    assert "evidence [story #0" in asked.output and "(memorag; rehydrate" in asked.output
     assert run("memory", "delete", "story").exit_code == 0
     assert run("memory", "list").output.strip() == ""
 
@@ -85,6 +86,16 @@ def test_subprocess_error_has_no_traceback(env):
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip() == "error: /no/such/file.txt: no such file"
+
+
+def test_up_and_down_twice(clean_home, monkeypatch):
+    monkeypatch.delenv("MEMORAG_REDIS_URL", raising=False)
+    try:
+        assert "started" in run("up").output
+        assert "already running" in run("up").output
+    finally:
+        assert "stopped" in run("down").output
+    assert "was not running" in run("down").output
 
 
 def test_models_prepare_is_a_no_op_when_ready(env):

@@ -48,15 +48,19 @@ def _processors(params: SamplingParams):
     return procs
 
 
+def _context(lm: LoadedModel, memory: GlobalMemory | None):
+    """A fresh cache holding the memory (empty without one) and the next free position."""
+    from transformers import DynamicCache
+
+    if memory is None:
+        return DynamicCache(), 0
+    memory.check_model(lm.fingerprint)
+    return memory.to_cache(lm.device, lm.dtype), len(memory)
+
+
 def _prefill(lm: LoadedModel, memory: GlobalMemory | None, prompt_ids: Sequence[int]):
     """Run the prompt on top of the memory; returns (cache, last logits, next position)."""
-    if memory is not None:
-        memory.check_model(lm.fingerprint)
-        cache, offset = memory.to_cache(lm.device, lm.dtype), len(memory)
-    else:
-        from transformers import DynamicCache
-
-        cache, offset = DynamicCache(), 0
+    cache, offset = _context(lm, memory)
     ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=lm.device)
     positions = torch.arange(offset, offset + ids.shape[1], device=lm.device)[None]
     out = lm.model(input_ids=ids, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
@@ -129,15 +133,11 @@ def token_logprobs(
         return []
     if not prompt_ids:  # logits for the first continuation token come from the last prompt token
         raise ValueError("scoring needs at least one prompt token")
-    if memory is not None:
-        memory.check_model(lm.fingerprint)
-        cache, offset = memory.to_cache(lm.device, lm.dtype), len(memory)
-    else:
-        cache, offset = None, 0
+    cache, offset = _context(lm, memory)
     ids = torch.tensor([list(prompt_ids) + list(continuation_ids)], dtype=torch.long, device=lm.device)
     positions = torch.arange(offset, offset + ids.shape[1], device=lm.device)[None]
     n = len(continuation_ids)
-    logits = lm.model(input_ids=ids, position_ids=positions, cache=cache, use_cache=cache is not None).logits
+    logits = lm.model(input_ids=ids, position_ids=positions, cache=cache, use_cache=True).logits
     logprobs = logits[0, -n - 1 : -1].float().log_softmax(-1)
     return logprobs.gather(-1, ids[0, -n:, None]).squeeze(-1).tolist()
 

