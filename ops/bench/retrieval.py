@@ -81,6 +81,43 @@ def quality(args, lm, embedder, index) -> tuple[dict, int]:
     return table, n
 
 
+def covered_fraction(chunks, top: set[str], evidence) -> float:
+    """Fraction of gold characters inside the retrieved chunks."""
+    covered = sum(
+        min(e, c.char_end) - max(s, c.char_start)
+        for c in chunks
+        if c.id in top
+        for s, e in evidence
+        if c.char_start < e and s < c.char_end
+    )
+    return min(1.0, covered / max(1, sum(e - s for s, e in evidence)))
+
+
+def chunk_sweep(args, tokenizer, embedder, index, sizes: list[int]) -> list[dict]:
+    """Question-only dense retrieval per chunk size, at one context budget (k x size tokens fixed)."""
+    budget = args.k * args.chunk_tokens
+    rows = []
+    samples = list(load_qmsum(args.data, limit=args.sweep_meetings))
+    for size in sizes:
+        k = max(1, budget // size)
+        recalls, n_chunks = [], 0
+        for sample in samples:
+            chunks = chunk_document(sample.doc_id, sample.text, tokenizer, size, size // 8)
+            n_chunks += len(chunks)
+            kb = f"sweep-{sample.doc_id}"
+            index.drop(kb)
+            index.upsert(kb, chunks, embedder.encode([c.text for c in chunks]))
+            for q in sample.questions:
+                if q.evidence:
+                    top = {e.chunk.id for e in retrieve(index, embedder, kb, q.text, k=k)}
+                    recalls.append(covered_fraction(chunks, top, q.evidence))
+            index.drop(kb)
+        rows.append({"chunk_tokens": size, "k": k, "chunks": n_chunks, "gold_chars_covered": float(np.mean(recalls)),
+                     "queries": len(recalls)})  # fmt: skip
+        print(f"chunk {size}: {rows[-1]}", flush=True)
+    return rows
+
+
 def latency(index, sizes: list[int], dim: int = 384, repeats: int = 20) -> list[dict]:
     from store.vectors import Chunk
 
@@ -122,6 +159,8 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=32)
     parser.add_argument("--sizes", default="10000,100000,1000000", help="index sizes for the latency test")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--sweep", default="128,256,512", help="chunk sizes for the question-only sweep")
+    parser.add_argument("--sweep-meetings", type=int, default=35)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -147,6 +186,12 @@ def main() -> None:
             payload.update({"strategies": table, "n_queries": n, "meetings": args.meetings, "model": lm.name})
             print_table([{"strategy": s, **v} for s, v in table.items()],
                         ["strategy", f"recall@{args.k}", f"hit@{args.k}", "stderr"], f"QMSum val, {n} queries")
+        if args.sweep:
+            lm, embedder = load_model(settings=settings), get_embedder()
+            sweep = chunk_sweep(args, lm.tokenizer, embedder, index, [int(x) for x in args.sweep.split(",") if x])
+            payload["chunk_sweep"] = sweep
+            print_table(sweep, ["chunk_tokens", "k", "chunks", "gold_chars_covered", "queries"],
+                        f"question-only dense retrieval by chunk size, {args.k * args.chunk_tokens}-token budget")
         sizes = [int(s) for s in args.sizes.split(",") if s]
         rows = latency(index, sizes)
         payload["latency"] = rows
