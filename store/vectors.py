@@ -156,10 +156,11 @@ class EmbeddedIndex:
         k = min(k, len(snap.ids))
         results: list[Hits] = []
         for qi, row in enumerate(scores):
-            top = np.argpartition(-row, k - 1)[:k]
-            top = top[np.argsort(-row[top])]
             if text is not None:
                 top = self._hybrid(snap, row, text[qi], k)
+            else:
+                top = np.argpartition(-row, k - 1)[:k]
+                top = top[np.argsort(-row[top])]
             results.append([(snap.chunks[i], float(row[i])) for i in top])
         return results
 

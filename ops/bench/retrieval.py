@@ -2,7 +2,8 @@
 
 Strategies, all on the same chunks, embedder and k, in one run:
 ``rag`` (question only, dense: standard RAG), ``bm25`` (keywords only),
-``hybrid`` (dense + BM25 by RRF), ``memorag`` (question + memory clues, dense),
+``hybrid`` (dense + BM25 by RRF), ``memorag`` (question + memory clues, dense; ``memorag_equal``: the question
+weighs no more than a clue),
 ``pipeline`` (question + clues, dense + BM25: what the pipeline uses).
 Also the embedded index's search latency against a bare numpy product.
 
@@ -27,7 +28,7 @@ from agent.retrieval import chunk_document, get_embedder, retrieve
 from agent.settings import get_settings
 from store.vectors import EmbeddedIndex, tokenize_words
 
-STRATEGIES = ["rag", "bm25", "hybrid", "memorag", "pipeline"]
+STRATEGIES = ["rag", "bm25", "hybrid", "memorag", "memorag_equal", "pipeline"]
 
 
 def gold_chunks(chunks, spans) -> set[str]:
@@ -65,6 +66,9 @@ def quality(args, lm, embedder, index) -> tuple[dict, int]:
                 "bm25": bm25_top(chunks, q.text, args.k),
                 "hybrid": [e.chunk.id for e in retrieve(index, embedder, kb, q.text, k=args.k, hybrid=True)],
                 "memorag": [e.chunk.id for e in retrieve(index, embedder, kb, q.text, clues, k=args.k)],
+                "memorag_equal": [
+                    e.chunk.id for e in retrieve(index, embedder, kb, q.text, clues, k=args.k, question_weight=1.0)
+                ],
                 "pipeline": [e.chunk.id for e in retrieve(index, embedder, kb, q.text, clues, k=args.k, hybrid=True)],
             }
             for name, ids in ranked.items():
