@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=None)
     parser.add_argument("--scorer", default=None)
     parser.add_argument("--fidelity-tokens", type=int, default=6000, help="haystack size for fidelity (fits 8k)")
-    parser.add_argument("--facts", type=int, default=5)
+    parser.add_argument("--facts", type=int, default=5, help="planted facts for fidelity (0 skips it)")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
     settings = get_settings()
@@ -142,13 +142,14 @@ def main() -> None:
         print_table(rows, ["tokens", "beta", "form_s", "plain_prefill_s", "formation_overhead", "memory_tokens",
                            "bytes_per_token", "full_kv_bytes_per_token", "size_vs_ideal", "rehydrate_s",
                            "rehydrate_speedup", "redis_mib_s"], "cost")  # fmt: skip
-        fid = fidelity(lm, args.fidelity_tokens, betas, window, scorer, storage, args.facts)
-        print_table(
-            [{"beta": b, **v} for b, v in fid["betas"].items()],
-            ["beta", "nll", "recovered"],
-            f"fidelity ({fid['tokens']} tokens, {fid['facts']} facts): nll none {fid['nll_none']:.2f}, "
-            f"full {fid['nll_full']:.2f}",
-        )
+        fid = fidelity(lm, args.fidelity_tokens, betas, window, scorer, storage, args.facts) if args.facts else None
+        if fid:
+            print_table(
+                [{"beta": b, **v} for b, v in fid["betas"].items()],
+                ["beta", "nll", "recovered"],
+                f"fidelity ({fid['tokens']} tokens, {fid['facts']} facts): nll none {fid['nll_none']:.2f}, "
+                f"full {fid['nll_full']:.2f}",
+            )
     finally:
         if server:
             server.stop()
