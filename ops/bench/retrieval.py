@@ -4,7 +4,8 @@ Strategies, all on the same chunks, embedder and k, in one run:
 ``rag`` (question only, dense: standard RAG), ``bm25`` (keywords only),
 ``hybrid`` (dense + BM25 by RRF), ``memorag`` (question + memory clues, dense; ``memorag_equal``: the question
 weighs no more than a clue),
-``pipeline`` (question + clues, dense + BM25: what the pipeline uses).
+``clues_hybrid`` (question + clues, dense + BM25), ``pipeline`` (whatever
+``agent.pipeline`` uses: ``HYBRID_RETRIEVAL``).
 Also the embedded index's search latency against a bare numpy product.
 
     python ops/bench/retrieval.py --meetings 8 --json out.json
@@ -23,12 +24,12 @@ from agent import programs
 from agent.backends import LocalBackend
 from agent.datasets import load_qmsum
 from agent.models import load_model
-from agent.pipeline import memorize
+from agent.pipeline import HYBRID_RETRIEVAL, memorize
 from agent.retrieval import chunk_document, get_embedder, retrieve
 from agent.settings import get_settings
 from store.vectors import EmbeddedIndex, tokenize_words
 
-STRATEGIES = ["rag", "bm25", "hybrid", "memorag", "memorag_equal", "pipeline"]
+STRATEGIES = ["rag", "bm25", "hybrid", "memorag", "memorag_equal", "clues_hybrid", "pipeline"]
 
 
 def gold_chunks(chunks, spans) -> set[str]:
@@ -69,7 +70,12 @@ def quality(args, lm, embedder, index) -> tuple[dict, int]:
                 "memorag_equal": [
                     e.chunk.id for e in retrieve(index, embedder, kb, q.text, clues, k=args.k, question_weight=1.0)
                 ],
-                "pipeline": [e.chunk.id for e in retrieve(index, embedder, kb, q.text, clues, k=args.k, hybrid=True)],
+                "pipeline": [
+                    e.chunk.id for e in retrieve(index, embedder, kb, q.text, clues, k=args.k, hybrid=HYBRID_RETRIEVAL)
+                ],
+                "clues_hybrid": [
+                    e.chunk.id for e in retrieve(index, embedder, kb, q.text, clues, k=args.k, hybrid=True)
+                ],
             }
             for name, ids in ranked.items():
                 hit = len(gold & set(ids))
