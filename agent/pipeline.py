@@ -132,12 +132,6 @@ def _run(program, backend, **arguments):
     return state
 
 
-def answer_from_memory(lm: LoadedModel, memory: GlobalMemory, question: str, max_new_tokens: int = 96) -> str:
-    """The ``qa`` task on one memory: the draft-answer program alone."""
-    state = _run(programs.draft_answer, LocalBackend(lm, memory), question=question, max_tokens=max_new_tokens)
-    return state["answer"].strip()
-
-
 def chat_prompt(lm: LoadedModel, user: str) -> list[int]:
     """Token ids of one user turn in the model's own chat template, ready for the reply."""
     return lm.tokenizer.apply_chat_template(
