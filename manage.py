@@ -74,25 +74,109 @@ def cli() -> None:
 
 # services -------------------------------------------------------------------
 @cli.command()
-def up() -> None:
-    """Start the embedded Valkey (data under MEMORAG_HOME/valkey); a no-op when it runs or Redis is configured."""
+@click.option("--no-worker", is_flag=True, help="Start only the embedded Valkey, no background worker.")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until the worker is serving queues.")
+def up(no_worker: bool, wait: bool) -> None:
+    """Start the embedded Valkey and a background worker (a no-op for what already runs).
+
+    Valkey keeps its data under MEMORAG_HOME/valkey; the worker logs to
+    MEMORAG_HOME/logs/worker.log. With MEMORAG_REDIS_URL set, only the worker starts.
+    """
     from store.redis import embedded_url, start_embedded
+    from workers import local
 
     settings = get_settings()
     if settings.redis_url:
-        click.echo(f"using Redis at {settings.redis_url} (MEMORAG_REDIS_URL); nothing to start")
+        click.echo(f"using Redis at {settings.redis_url} (MEMORAG_REDIS_URL)")
+    else:
+        running = embedded_url(settings)
+        url = running or start_embedded(settings)
+        click.echo(f"embedded Valkey {'already running' if running else 'started'} at {url}")
+    if no_worker:
         return
-    running = embedded_url(settings)
-    url = running or start_embedded(settings)
-    click.echo(f"embedded Valkey {'already running' if running else 'started'} at {url}")
+    pid, started = local.start(settings)
+    if not started:
+        click.echo(f"worker already running (pid {pid})")
+        return
+    if wait:
+        with console.status("starting the worker"):
+            _wait_for_worker(settings, pid)
+    click.echo(f"worker started (pid {pid}, log {local.log_file(settings)})")
+
+
+def _wait_for_worker(settings, pid: int, timeout: float = 120.0) -> None:
+    from workers import local
+    from workers.app import QUEUES
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if local.running_pid(settings) is None:
+            raise Failure(f"the worker exited at start; see {local.log_file(settings)}")
+        if set(QUEUES) <= set(_live_queues()):
+            return
+        time.sleep(0.25)
+    raise Failure(f"the worker did not come up in {timeout:.0f} s; see {local.log_file(settings)}")
 
 
 @cli.command()
 def down() -> None:
-    """Stop the embedded Valkey, saving its data."""
+    """Stop the background worker (its current task finishes or is redelivered) and the embedded Valkey."""
     from store.redis import stop_embedded
+    from workers import local
 
-    click.echo("embedded Valkey stopped" if stop_embedded(get_settings()) else "embedded Valkey was not running")
+    settings = get_settings()
+    click.echo("worker stopped" if local.stop(settings) else "no background worker was running")
+    click.echo("embedded Valkey stopped" if stop_embedded(settings) else "embedded Valkey was not running")
+
+
+@cli.command()
+@click.option("-Q", "--queues", default="memory,query,train", show_default=True, help="Queues to serve.")
+@click.option("--pool", type=click.Choice(["solo", "prefork"]), default="solo", show_default=True,
+              help="solo: one process holds the model; prefork: one child per --concurrency.")  # fmt: skip
+@click.option("--concurrency", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.option("-n", "--hostname", default=None, help="Worker name (default memorag-PID@host).")
+def worker(queues: str, pool: str, concurrency: int, loglevel: str, hostname: str | None) -> None:
+    """Run a Celery worker in the foreground (Ctrl-C stops it after the current task)."""
+    import os
+
+    from workers.app import QUEUES, configure
+
+    unknown = sorted(set(queues.split(",")) - set(QUEUES))
+    if unknown:
+        raise Failure(f"unknown queue(s) {', '.join(unknown)}; choose from {', '.join(QUEUES)}")
+    app = configure()
+    app.worker_main([
+        "worker", f"--pool={pool}", f"--concurrency={concurrency}", f"--queues={queues}",
+        f"--loglevel={loglevel}", f"--hostname={hostname or f'memorag-{os.getpid()}@%h'}", "--without-gossip",
+        "--without-mingle",
+    ])  # fmt: skip
+
+
+@cli.command()
+@click.option("--loglevel", default="INFO", show_default=True)
+def beat(loglevel: str) -> None:
+    """Run Celery beat, which enqueues the periodic retraining (schedule state under MEMORAG_HOME/run)."""
+    from workers.app import configure
+
+    settings = get_settings()
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    configure().Beat(loglevel=loglevel, schedule=str(settings.run_dir / "beat-schedule")).run()
+
+
+def _live_queues() -> dict[str, list[str]]:
+    from store.redis import connect
+    from workers.liveness import live_queues
+
+    return live_queues(connect(settings=get_settings()))
+
+
+def _require_worker(queue: str) -> None:
+    if not _live_queues().get(queue):
+        raise Failure(
+            f"no worker is serving the {queue!r} queue; start one in the background with 'python manage.py up' "
+            "or in the foreground with 'python manage.py worker'"
+        )
 
 
 # models ---------------------------------------------------------------------
@@ -119,6 +203,392 @@ def models_prepare() -> None:
 
         path, _ = prepare_default_model(settings, on_stage=on_stage)
     click.echo(f"default model ready in {path} (fingerprint {fingerprint_dir(path)})")
+
+
+# knowledge bases ----------------------------------------------------------------
+KB_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+
+
+def _kb(s, name: str):
+    from sqlmodel import select
+
+    from store.db import KnowledgeBase
+
+    kb = s.exec(select(KnowledgeBase).where(KnowledgeBase.name == name)).first()
+    if kb is None:
+        raise Failure(f"no knowledge base named {name!r} (see 'python manage.py kb list')")
+    return kb
+
+
+def _parse_id(value: str) -> tuple[str, int]:
+    import re
+
+    match = re.fullmatch(r"([dqDQ])(\d+)", value.strip())
+    if not match:
+        raise Failure(f"{value!r} is not an id: use q<number> for a query or d<number> for a document")
+    return match.group(1).lower(), int(match.group(2))
+
+
+@cli.group(cls=FriendlyGroup)
+def kb() -> None:
+    """Create, list, inspect and delete knowledge bases."""
+
+
+@kb.command("create")
+@click.argument("name")
+@click.option("--description", default="", help="What the knowledge base holds.")
+def kb_create(name: str, description: str) -> None:
+    """Create the knowledge base NAME (letters, digits, '.', '_', '-'; up to 64)."""
+    import re
+
+    from sqlmodel import select
+
+    from store import db
+
+    if not re.fullmatch(KB_NAME, name):
+        raise Failure(f"{name!r} is not a valid name: use letters, digits, '.', '_' or '-' (64 at most)")
+    with db.session() as s:
+        if s.exec(select(db.KnowledgeBase).where(db.KnowledgeBase.name == name)).first():
+            raise Failure(f"knowledge base {name!r} already exists")
+        s.add(db.KnowledgeBase(name=name, description=description))
+    click.echo(f"created knowledge base {name}")
+
+
+@kb.command("list")
+def kb_list() -> None:
+    """Knowledge bases with their document counts by status."""
+    from sqlmodel import func, select
+
+    from store import db
+
+    with db.session() as s:
+        bases = s.exec(select(db.KnowledgeBase).order_by(db.KnowledgeBase.name)).all()
+        counts = s.exec(select(db.Document.kb_id, db.Document.status, func.count()).group_by(
+            db.Document.kb_id, db.Document.status)).all()  # fmt: skip
+    if not bases:
+        click.echo("no knowledge bases yet: python manage.py kb create NAME")
+        return
+    for base in bases:
+        by_status = {status: n for kb_id, status, n in counts if kb_id == base.id}
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(by_status.items())) or "empty"
+        click.echo(f"{base.name}\t{summary}\t{base.description}")
+
+
+@kb.command("show")
+@click.argument("name")
+def kb_show(name: str) -> None:
+    """Details of the knowledge base NAME: documents, tokens, memories, queries."""
+    from sqlmodel import func, select
+
+    from store import db
+
+    with db.session() as s:
+        base = _kb(s, name)
+        docs = s.exec(select(db.Document).where(db.Document.kb_id == base.id)).all()
+        queries = s.exec(select(func.count()).select_from(db.Query).where(db.Query.kb_id == base.id)).one()
+    ready = [d for d in docs if d.status == db.Status.ready]
+    click.echo(f"{'name':>16}: {base.name}")
+    click.echo(f"{'description':>16}: {base.description or '-'}")
+    click.echo(f"{'created':>16}: {base.created_at:%Y-%m-%d %H:%M} UTC")
+    click.echo(f"{'documents':>16}: {len(docs)} ({len(ready)} ready)")
+    click.echo(f"{'tokens':>16}: {sum(d.token_count or 0 for d in ready)} in, "
+               f"{sum(d.memory_tokens or 0 for d in ready)} in memory")  # fmt: skip
+    click.echo(f"{'queries':>16}: {queries}")
+
+
+@kb.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def kb_delete(name: str, yes: bool) -> None:
+    """Delete the knowledge base NAME with its documents, memories, chunks, queries and feedback."""
+    from sqlmodel import delete, select
+
+    from store import db
+
+    with db.session() as s:
+        base = _kb(s, name)
+        doc_ids = s.exec(select(db.Document.id).where(db.Document.kb_id == base.id)).all()
+    if not yes and not click.confirm(f"delete {name!r} and its {len(doc_ids)} document(s)?", default=False):
+        raise Failure("not deleted")
+    stores = _Stores()
+    for doc_id in doc_ids:
+        stores.memories.delete(name, f"d{doc_id}")
+    stores.index.drop(name)
+    with db.session() as s:
+        query_ids = select(db.Query.id).where(db.Query.kb_id == base.id)
+        s.exec(delete(db.Feedback).where(db.Feedback.query_id.in_(query_ids)))
+        s.exec(delete(db.Answer).where(db.Answer.query_id.in_(query_ids)))
+        s.exec(delete(db.Query).where(db.Query.kb_id == base.id))
+        s.exec(delete(db.Document).where(db.Document.kb_id == base.id))
+        s.exec(delete(db.KnowledgeBase).where(db.KnowledgeBase.id == base.id))
+    click.echo(f"deleted knowledge base {name} ({len(doc_ids)} document(s))")
+
+
+# documents ------------------------------------------------------------------------
+@cli.command()
+@click.argument("kb_name", metavar="KB")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--wait", is_flag=True, help="Show progress until every document is ready.")
+def ingest(kb_name: str, files: tuple[Path, ...], wait: bool) -> None:
+    """Add FILES (plain text, Markdown or PDF) to the knowledge base KB.
+
+    Each file becomes a document with its own memory; a file whose content the
+    knowledge base already holds is not added twice. Prints document ids at once.
+    """
+    import hashlib
+
+    from sqlmodel import select
+
+    from agent.documents import read_document
+    from store import db
+    from workers.tasks import ingest as ingest_task
+
+    settings = get_settings()
+    texts = [(path, read_document(path, settings.max_document_mb)) for path in files]  # all checked before any work
+    with db.session() as s:
+        base = _kb(s, kb_name)
+    _require_worker("memory")
+    queued: list[tuple[int, str]] = []
+    for path, text in texts:
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        with db.session() as s:
+            doc = s.exec(
+                select(db.Document).where(db.Document.kb_id == base.id, db.Document.content_hash == digest)
+            ).first()
+            if doc is not None and doc.status != db.Status.failed:
+                click.echo(f"{doc.public_id}\t{path.name}\talready in {kb_name} as {doc.name} ({doc.status})")
+                if doc.status == db.Status.queued:  # send again: the job is idempotent, a lost message is not
+                    doc.task_id = ingest_task.apply_async(args=[doc.id]).id
+                if doc.status != db.Status.ready:
+                    queued.append((doc.id, path.name))
+                continue
+            doc = doc or db.Document(kb_id=base.id, name=path.name, text=text, content_hash=digest)
+            doc.status, doc.error = db.Status.queued, None
+            s.add(doc)
+            s.flush()
+            result = ingest_task.apply_async(args=[doc.id])
+            doc.task_id = result.id
+        queued.append((doc.id, path.name))
+        click.echo(f"d{doc.id}\t{path.name}\tqueued")
+    if wait and queued:
+        _follow_ingestion(queued)
+
+
+def _follow_ingestion(docs: list[tuple[int, str]]) -> None:
+    from celery.result import AsyncResult
+
+    from store import db
+    from workers.app import configure
+
+    app = configure()
+    failed: list[str] = []
+    with progress() as bar:
+        tasks = {doc_id: bar.add_task(f"d{doc_id} {name}: queued", total=None) for doc_id, name in docs}
+        pending = dict(tasks)
+        while pending:
+            for doc_id, task in list(pending.items()):
+                with db.session() as s:
+                    doc = s.get(db.Document, doc_id)
+                if doc is None or doc.status in (db.Status.ready, db.Status.failed):
+                    status = "deleted" if doc is None else doc.status
+                    total = (doc.token_count if doc else None) or 1
+                    bar.update(task, description=f"d{doc_id} {doc.name if doc else ''}: {status}", completed=total,
+                               total=total)  # fmt: skip
+                    if doc is None or doc.status == db.Status.failed:
+                        failed.append(f"d{doc_id}: {doc.error if doc else 'deleted'}")
+                    del pending[doc_id]
+                    continue
+                info = AsyncResult(doc.task_id, app=app).info if doc.task_id else None
+                if isinstance(info, dict) and "stage" in info:
+                    bar.update(task, description=f"d{doc_id} {doc.name}: {info['stage']}", completed=info["done"],
+                               total=info["total"] or None)  # fmt: skip
+                else:
+                    bar.update(task, description=f"d{doc_id} {doc.name}: {doc.status}")
+            time.sleep(0.3)
+    if failed:
+        raise Failure("ingestion failed for " + "; ".join(failed))
+
+
+@cli.command()
+@click.argument("kb_name", metavar="KB")
+def docs(kb_name: str) -> None:
+    """The documents of KB with status, tokens and memory size."""
+    from sqlmodel import select
+
+    from store import db
+
+    with db.session() as s:
+        base = _kb(s, kb_name)
+        rows = s.exec(select(db.Document).where(db.Document.kb_id == base.id).order_by(db.Document.id)).all()
+    if not rows:
+        click.echo(f"{kb_name} has no documents: python manage.py ingest {kb_name} FILE...")
+    for d in rows:
+        sizes = (
+            f"{d.token_count} tokens -> {d.memory_tokens} memory tokens, {d.chunk_count} chunks"
+            if d.token_count
+            else ""
+        )
+        click.echo(f"{d.public_id}\t{d.status}\t{d.name}\t{sizes}{d.error or ''}")
+
+
+# questions --------------------------------------------------------------------------
+@cli.command()
+@click.argument("kb_name", metavar="KB")
+@click.argument("question")
+@click.option(
+    "--task",
+    type=click.Choice(["qa", "memorag", "summarize"]),
+    default="memorag",
+    show_default=True,
+    help="qa: memory alone; memorag: memory clues -> retrieval -> answer; summarize: key points -> summary.",
+)
+@click.option("--wait", is_flag=True, help="Wait for the answer and print it with its evidence.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with --wait: the whole answer record).")
+@click.option("--timeout", type=float, default=900, show_default=True, help="Seconds --wait waits.")
+def ask(kb_name: str, question: str, task: str, wait: bool, as_json: bool, timeout: float) -> None:
+    """Ask QUESTION about the knowledge base KB; prints the query id at once."""
+    import json
+
+    from sqlmodel import select
+
+    from store import db
+    from workers.tasks import answer as answer_task
+
+    if not question.strip():
+        raise Failure("the question is empty")
+    with db.session() as s:
+        base = _kb(s, kb_name)
+        docs = s.exec(select(db.Document).where(db.Document.kb_id == base.id)).all()
+    if not any(d.status == db.Status.ready for d in docs):
+        waiting = [f"{d.public_id} {d.name}" for d in docs if d.status in (db.Status.queued, db.Status.processing)]
+        hint = (f"still processing: {', '.join(waiting)}" if waiting
+                else f"add one with 'python manage.py ingest {kb_name} FILE'")  # fmt: skip
+        raise Failure(f"knowledge base {kb_name!r} has no ready documents ({hint})")
+    _require_worker("query")
+    with db.session() as s:
+        query = db.Query(kb_id=base.id, text=question.strip(), task=task)
+        s.add(query)
+        s.flush()
+        query.task_id = answer_task.apply_async(args=[query.id]).id
+        public = query.public_id
+    if not wait:
+        click.echo(json.dumps({"query": public, "status": "queued"}) if as_json else public)
+        return
+    if not as_json:
+        click.echo(public)
+    with console.status(f"{public}: reading memories, writing clues, retrieving, answering"):
+        deadline = time.monotonic() + timeout
+        while _query_status(query.id) in (db.Status.queued, db.Status.processing):
+            if time.monotonic() > deadline:
+                raise Failure(
+                    f"{public} is still running after {timeout:.0f} s; see 'python manage.py result {public}'"
+                )
+            time.sleep(0.2)
+    _print_result(query.id, as_json)
+
+
+def _query_status(query_id: int) -> str:
+    from store import db
+
+    with db.session() as s:
+        return s.get(db.Query, query_id).status
+
+
+def _print_result(query_id: int, as_json: bool) -> None:
+    import json
+
+    from sqlmodel import select
+
+    from store import db
+
+    with db.session() as s:
+        query = s.get(db.Query, query_id)
+        row = s.exec(select(db.Answer).where(db.Answer.query_id == query_id)).first()
+    if as_json:
+        record = {"query": query.public_id, "question": query.text, "task": query.task, "status": query.status,
+                  "error": query.error}  # fmt: skip
+        if row is not None:
+            record |= row.model_dump(exclude={"id", "query_id", "created_at"})
+        click.echo(json.dumps(record, indent=2, default=str))
+    elif row is None:
+        raise Failure(f"{query.public_id} is {query.status}" + (f": {query.error}" if query.error else ""))
+    else:
+        click.echo(row.text or "(empty answer)")
+        for e in row.evidence:
+            snippet = " ".join(e["text"].split())[:200]
+            click.echo(f"  evidence {e['doc_id']} {e['document']} #{e['ordinal']} "
+                       f"(chars {e['char_start']}-{e['char_end']}): {snippet}")  # fmt: skip
+        for clue in row.clues:
+            click.echo(f"  clue: {clue}")
+        stages = ", ".join(f"{k} {v:.2f}s" for k, v in row.timings.items())
+        click.echo(f"  ({query.task}; {stages}; model {row.model} {row.model_fingerprint}"
+                   f"{'; adapter ' + row.adapter_version if row.adapter_version else ''})")  # fmt: skip
+    if query.status == db.Status.failed:
+        raise Failure(f"{query.public_id} failed: {query.error}")
+
+
+@cli.command()
+@click.argument("ident", metavar="ID")
+def status(ident: str) -> None:
+    """Status of a document (d<number>) or a query (q<number>)."""
+    from celery.result import AsyncResult
+
+    from store import db
+    from workers.app import configure
+
+    kind, number = _parse_id(ident)
+    with db.session() as s:
+        row = s.get(db.Document if kind == "d" else db.Query, number)
+    if row is None:
+        raise Failure(f"no {'document' if kind == 'd' else 'query'} {kind}{number}")
+    line = f"{row.public_id}\t{row.status}"
+    if row.status == db.Status.processing and row.task_id:
+        info = AsyncResult(row.task_id, app=configure()).info
+        if isinstance(info, dict) and "stage" in info:
+            line += f"\t{info['stage']} {info['done']}/{info['total']} tokens"
+    if row.error:
+        line += f"\t{row.error}"
+    click.echo(line)
+
+
+@cli.command()
+@click.argument("ident", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="The whole answer record as JSON.")
+def result(ident: str, as_json: bool) -> None:
+    """The answer to query ID with its evidence, clues and timings."""
+    from store import db
+
+    kind, number = _parse_id(ident)
+    if kind != "q":
+        raise Failure(f"{ident} is a document; results belong to queries (q<number>)")
+    with db.session() as s:
+        if s.get(db.Query, number) is None:
+            raise Failure(f"no query {ident}")
+    _print_result(number, as_json)
+
+
+@cli.command()
+@click.argument("ident", metavar="ID")
+@click.option("--good/--bad", "good", default=None, help="Was the answer right?")
+@click.option("--answer", "corrected", default=None, help="The correct answer, when it was wrong.")
+@click.option("--comment", default=None, help="Anything else worth keeping.")
+def feedback(ident: str, good: bool | None, corrected: str | None, comment: str | None) -> None:
+    """Rate the answer to query ID; ratings and corrections retrain the clue writer."""
+    from store import db
+
+    if good is None:
+        raise Failure("say --good or --bad")
+    kind, number = _parse_id(ident)
+    if kind != "q":
+        raise Failure(f"{ident} is a document; feedback belongs to queries (q<number>)")
+    with db.session() as s:
+        if s.get(db.Query, number) is None:
+            raise Failure(f"no query {ident}")
+        row = db.Feedback(query_id=number, rating=1 if good else -1, corrected_answer=corrected, comment=comment)
+        s.add(row)
+        s.flush()
+        row_id = row.id
+    click.echo(f"feedback {row_id} stored for {ident}")
 
 
 # memory ---------------------------------------------------------------------

@@ -18,7 +18,11 @@ def read_document(path: str | Path, max_mb: float = 20.0) -> str:
     size = path.stat().st_size
     if size > max_mb * 1024 * 1024:
         raise BadDocument(f"{path}: {size / 2**20:.1f} MB is over the {max_mb:g} MB limit (MEMORAG_MAX_DOCUMENT_MB)")
+    if size == 0:
+        raise BadDocument(f"{path}: is empty")
     raw = path.read_bytes()
+    if raw.startswith(b"%PDF-") or path.suffix.lower() == ".pdf":
+        return _pdf_text(path, raw)
     if b"\x00" in raw[:8192]:
         raise BadDocument(f"{path}: looks binary, not text")
     try:
@@ -27,4 +31,24 @@ def read_document(path: str | Path, max_mb: float = 20.0) -> str:
         raise BadDocument(f"{path}: is not UTF-8 text") from None
     if not text.strip():
         raise BadDocument(f"{path}: is empty")
+    return text
+
+
+def _pdf_text(path: Path, raw: bytes) -> str:
+    """Text of a PDF's pages, one paragraph break between pages."""
+    import io
+
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(raw))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise BadDocument(f"{path}: the PDF is encrypted")
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except (PdfReadError, ValueError, KeyError) as exc:
+        raise BadDocument(f"{path}: not a readable PDF ({exc})") from None
+    text = "\n\n".join(p.strip() for p in pages if p.strip())
+    if not text.strip():
+        raise BadDocument(f"{path}: the PDF has no extractable text (scanned pages need OCR first)")
     return text

@@ -1,9 +1,12 @@
 """The MemoRAG flow on one screen: memorize a document, answer a question.
 
-    memorize:  text -> chunks -> embeddings -> vector index
-                    -> windowed KV compression -> GlobalMemory -> MemoryStore
-    answer:    MemoryStore -> GlobalMemory -> clue programs (spans, questions, draft)
-                    -> retrieval with question + clues (RRF) -> answer program -> Answer
+memorize:  text -> chunks -> embeddings -> vector index
+                -> windowed KV compression -> GlobalMemory -> MemoryStore
+answer:    route to the knowledge base's most relevant documents
+                -> MemoryStore -> GlobalMemory (rebuilt from text if missing or stale)
+                -> clue programs (spans, questions, draft) on each memory
+                -> retrieval over the whole knowledge base with question + clues (RRF)
+                -> answer program on the generator -> Answer
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ from dataclasses import dataclass, field
 
 from agent import programs
 from agent.backends import LocalBackend, generator_backend
+from agent.memory.errors import MemoryProblem
 from agent.memory.formation import form_memory, tokenize_document
 from agent.memory.types import GlobalMemory
 from agent.models import LoadedModel, resolve_dtype
 from agent.retrieval import Embedder, Evidence, chunk_document, retrieve
 from agent.settings import Settings, get_settings
-from store.memories import Manifest, MemoryStore
-from store.vectors import VectorIndex
+from store.memories import Manifest, MemoryNotFound, MemoryStore
+from store.vectors import VectorIndex, rrf
 
 TASKS = ("qa", "memorag", "summarize")
 # Dense retrieval fused over question + clues. Adding BM25 lowered recall@5 on
@@ -35,6 +39,8 @@ class Answer:
     clues: list[str] = field(default_factory=list)
     evidence: list[Evidence] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    documents: list[str] = field(default_factory=list)  # whose memories wrote the clues
+    rebuilt: list[str] = field(default_factory=list)  # memories rebuilt from text on the way
 
 
 def memorize(
@@ -81,14 +87,44 @@ def rehydrate(store: MemoryStore, kb: str, doc: str, lm: LoadedModel) -> GlobalM
     return GlobalMemory.from_bytes(data)
 
 
+def recall(
+    store: MemoryStore, kb: str, doc: str, lm: LoadedModel, *,
+    text_of: Callable[[str], str] | None = None, settings: Settings | None = None,
+) -> tuple[GlobalMemory, bool]:  # fmt: skip
+    """The document's memory, rebuilt from its text when missing, corrupt or from another model."""
+    try:
+        return rehydrate(store, kb, doc, lm), False
+    except (MemoryNotFound, MemoryProblem):
+        if text_of is None:
+            raise
+    memory = memorize(lm, text_of(doc), settings=settings)
+    save_memory(store, kb, doc, memory)
+    return memory, True
+
+
+def route_documents(
+    index: VectorIndex, embedder: Embedder, kb: str, question: str, doc_ids: list[str], *, limit: int, depth: int = 50
+) -> list[str]:
+    """The ``limit`` documents among ``doc_ids`` whose chunks rank highest for the question."""
+    if len(doc_ids) <= limit:
+        return list(doc_ids)
+    hits = index.search(kb, embedder.encode([question]), depth)[0]
+    allowed = set(doc_ids)
+    ranking = [chunk.doc_id for chunk, _ in hits if chunk.doc_id in allowed]
+    votes = rrf([ranking])  # a document collects the reciprocal ranks of its chunks
+    ranked = sorted(allowed, key=lambda d: (-votes.get(d, 0.0), doc_ids.index(d)))
+    return ranked[:limit]
+
+
 def answer(
     lm: LoadedModel, embedder: Embedder, store: MemoryStore, index: VectorIndex,
     kb: str, doc_ids: list[str], question: str, *, task: str = "memorag", k: int = 5,
-    settings: Settings | None = None,
+    settings: Settings | None = None, text_of: Callable[[str], str] | None = None,
 ) -> Answer:  # fmt: skip
-    """Answer ``question`` from the memories of ``doc_ids`` and the knowledge base's chunks."""
+    """Answer ``question`` from the most relevant memories among ``doc_ids`` and the knowledge base's chunks."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    settings = settings or get_settings()
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -98,12 +134,16 @@ def answer(
         timings[stage] = timings.get(stage, 0.0) + now - clock
         clock = now
 
-    memories = [rehydrate(store, kb, doc, lm) for doc in doc_ids]
+    docs = route_documents(index, embedder, kb, question, doc_ids, limit=settings.route_docs)
+    lap("route")
+    recalled = [recall(store, kb, doc, lm, text_of=text_of, settings=settings) for doc in docs]
+    memories = [memory for memory, _ in recalled]
+    rebuilt = [doc for doc, (_, fresh) in zip(docs, recalled, strict=True) if fresh]
     lap("rehydrate")
-    if task == "qa":
-        drafts = [_run(programs.draft_answer, LocalBackend(lm, m), question=question)["answer"] for m in memories]
+    if task == "qa":  # memory only: the most relevant document's memory drafts the answer
+        draft = _run(programs.draft_answer, LocalBackend(lm, memories[0]), question=question)["answer"]
         lap("answer")
-        return Answer(drafts[0].strip() if drafts else "", task, timings=timings)
+        return Answer(draft.strip(), task, timings=timings, documents=docs[:1], rebuilt=rebuilt)
     clues: list[str] = []
     for memory in memories:
         backend = LocalBackend(lm, memory)
@@ -122,7 +162,7 @@ def answer(
     else:
         text = _run(programs.answer, generator, question=question, evidence=passages)["answer"]
     lap("answer")
-    return Answer(text.strip(), task, clues, evidence, timings)
+    return Answer(text.strip(), task, clues, evidence, timings, docs, rebuilt)
 
 
 def _run(program, backend, **arguments):

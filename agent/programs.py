@@ -28,9 +28,7 @@ PROMPTS = {
         "Using only what you remember from the document you have just read, answer the question "
         "briefly.\n\nQuestion: {question}"
     ),
-    "key_points": (
-        "List the key points of the document you have just read, one short sentence per line."
-    ),
+    "key_points": ("List the key points of the document you have just read, one short sentence per line."),
     "answer": (
         "Answer the question using only the evidence below. Be concise; if the evidence does not "
         "contain the answer, say so.\n\nEvidence:\n{evidence}\n\nQuestion: {question}"

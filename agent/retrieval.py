@@ -168,7 +168,5 @@ def retrieve(
     weights = [question_weight] + [1.0] * (len(queries) - 1)
     fused = rrf(rankings, weights)
     best = sorted(fused, key=fused.get, reverse=True)[:k]
-    found = [
-        Evidence(by_id[i], fused[i], tuple(q for q, ranking in enumerate(rankings) if i in ranking)) for i in best
-    ]
+    found = [Evidence(by_id[i], fused[i], tuple(q for q, ranking in enumerate(rankings) if i in ranking)) for i in best]
     return sorted(found, key=lambda e: (e.chunk.doc_id, e.chunk.ordinal))

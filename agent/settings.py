@@ -36,6 +36,11 @@ class Settings:
     weaviate_api_key: str = field(default_factory=lambda: _env("WEAVIATE_API_KEY"))
     embedder: str = field(default_factory=lambda: _env("EMBEDDER", "default"))
     max_document_mb: float = field(default_factory=lambda: float(_env("MAX_DOCUMENT_MB", "20")))
+    database_url: str = field(default_factory=lambda: _env("DATABASE_URL"))
+    # Longest task a worker may run before the broker hands its message to another worker.
+    task_timeout_s: int = field(default_factory=lambda: int(_env("TASK_TIMEOUT_S", "7200")))
+    route_docs: int = field(default_factory=lambda: int(_env("ROUTE_DOCS", "3")))
+    top_k: int = field(default_factory=lambda: int(_env("TOP_K", "5")))
 
     @property
     def models_dir(self) -> Path:
@@ -44,6 +49,14 @@ class Settings:
     @property
     def valkey_dir(self) -> Path:
         return self.home / "valkey"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
 
 
 def get_settings() -> Settings:

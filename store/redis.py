@@ -128,7 +128,5 @@ def connect(url: str | None = None, settings: Settings | None = None) -> redis.R
     try:
         client.ping()
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        raise StoreUnavailable(
-            f"cannot reach Redis at {url} ({exc}); start it or fix MEMORAG_REDIS_URL"
-        ) from exc
+        raise StoreUnavailable(f"cannot reach Redis at {url} ({exc}); start it or fix MEMORAG_REDIS_URL") from exc
     return client

@@ -154,6 +154,4 @@ class WeaviateIndex:
 
 
 def _chunk(props: dict) -> Chunk:
-    return Chunk(
-        doc_id=str(props["doc_id"]), text=str(props["text"]), **{f: int(props[f]) for f in _INT_FIELDS}
-    )
+    return Chunk(doc_id=str(props["doc_id"]), text=str(props["text"]), **{f: int(props[f]) for f in _INT_FIELDS})

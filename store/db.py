@@ -1,0 +1,245 @@
+"""Records: knowledge bases, documents, queries, answers, feedback, training runs.
+
+SQLite under ``MEMORAG_HOME`` by default (WAL, busy timeout), PostgreSQL via
+``MEMORAG_DATABASE_URL``. The schema is created on first use by running the
+Alembic migrations in ``store/migrations``; later schema changes are new
+revisions there. Engines never cross a fork: a forked worker child builds
+its own.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, Column, Text, UniqueConstraint, event, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Field, Session, SQLModel, create_engine
+
+from agent.settings import Settings, get_settings
+from store.redis import StoreUnavailable
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class DatabaseUnavailable(StoreUnavailable):
+    """The records database cannot be reached; the message names the URL."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Status(StrEnum):
+    queued = "queued"
+    processing = "processing"
+    ready = "ready"  # documents
+    done = "done"  # queries
+    failed = "failed"
+
+
+class KnowledgeBase(SQLModel, table=True):
+    __tablename__ = "knowledge_base"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True, max_length=64)
+    description: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Document(SQLModel, table=True):
+    __tablename__ = "document"
+    __table_args__ = (UniqueConstraint("kb_id", "content_hash"),)
+    id: int | None = Field(default=None, primary_key=True)
+    kb_id: int = Field(foreign_key="knowledge_base.id", index=True)
+    name: str
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    content_hash: str = Field(max_length=64)
+    status: str = Field(default=Status.queued, index=True)
+    error: str | None = None
+    token_count: int | None = None
+    memory_tokens: int | None = None
+    chunk_count: int | None = None
+    memory_key: str | None = None
+    task_id: str | None = None
+    attempts: int = 0
+    timings: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def public_id(self) -> str:
+        return f"d{self.id}"
+
+
+class Query(SQLModel, table=True):
+    __tablename__ = "query"
+    id: int | None = Field(default=None, primary_key=True)
+    kb_id: int = Field(foreign_key="knowledge_base.id", index=True)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    task: str = "memorag"
+    status: str = Field(default=Status.queued, index=True)
+    error: str | None = None
+    task_id: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def public_id(self) -> str:
+        return f"q{self.id}"
+
+
+class Answer(SQLModel, table=True):
+    __tablename__ = "answer"
+    id: int | None = Field(default=None, primary_key=True)
+    query_id: int = Field(foreign_key="query.id", unique=True)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    clues: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # [{"chunk_id", "doc_id", "ordinal", "char_start", "char_end", "score", "text"}], in document order
+    evidence: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    documents: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    timings: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    model: str = ""
+    model_fingerprint: str = ""
+    generator: str = ""
+    adapter_version: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Feedback(SQLModel, table=True):
+    __tablename__ = "feedback"
+    id: int | None = Field(default=None, primary_key=True)
+    query_id: int = Field(foreign_key="query.id", index=True)
+    rating: int  # +1 good, -1 bad
+    corrected_answer: str | None = Field(default=None, sa_column=Column(Text))
+    comment: str | None = Field(default=None, sa_column=Column(Text))
+    source: str = "user"  # "user", or the dataset a row was imported from
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class TrainingRun(SQLModel, table=True):
+    __tablename__ = "training_run"
+    id: int | None = Field(default=None, primary_key=True)
+    status: str = Field(default=Status.queued)
+    feedback_rows: int = 0
+    pairs: int = 0
+    losses: list[float] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    decision: str | None = None  # "promoted" or "kept"
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    adapter_version: str | None = None
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class AdapterVersion(SQLModel, table=True):
+    __tablename__ = "adapter_version"
+    id: int | None = Field(default=None, primary_key=True)
+    version: str = Field(unique=True, max_length=64)
+    base_fingerprint: str
+    redis_key: str
+    sha256: str = Field(max_length=64)
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    promoted: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+    promoted_at: datetime | None = None
+
+
+# engines ----------------------------------------------------------------------
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+os.register_at_fork(after_in_child=_engines.clear)
+
+
+def database_url(settings: Settings | None = None) -> str:
+    settings = settings or get_settings()
+    url = settings.database_url or f"sqlite:///{settings.home / 'memorag.db'}"
+    for scheme in ("postgresql://", "postgres://"):  # the driver this project installs
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url.removeprefix(scheme)
+    return url
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def get_engine(settings: Settings | None = None) -> Engine:
+    """The process's engine for the configured database, migrated to the latest schema."""
+    url = database_url(settings)
+    with _lock:
+        if url in _engines:
+            return _engines[url]
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(url, pool_pre_ping=True, connect_args=_connect_args(url))
+        try:
+            migrate(engine)
+        except OperationalError as exc:
+            engine.dispose()
+            raise DatabaseUnavailable(
+                f"database {safe_url(url)} is not reachable ({_first_line(exc)}); check MEMORAG_DATABASE_URL"
+            ) from None
+        _engines[url] = engine
+        return engine
+
+
+def _connect_args(url: str) -> dict:
+    return {"connect_timeout": 5} if make_url(url).get_backend_name() == "postgresql" else {}
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the latest Alembic revision (creates it on an empty database)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":  # several workers may start at once
+            connection.execute(text("SELECT pg_advisory_xact_lock(7140815)"))
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+@contextmanager
+def session(settings: Settings | None = None) -> Iterator[Session]:
+    """A session that commits on success; database errors become DatabaseUnavailable."""
+    engine = get_engine(settings)
+    try:
+        with Session(engine, expire_on_commit=False) as s:
+            yield s
+            s.commit()
+    except OperationalError as exc:
+        raise DatabaseUnavailable(f"database {safe_url(str(engine.url))} failed: {_first_line(exc)}") from None
+
+
+def reset_engines() -> None:
+    """Forget cached engines (tests that switch databases)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()

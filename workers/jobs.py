@@ -1,0 +1,164 @@
+"""The work behind each task, as plain functions: records in, pipeline, records out.
+
+Every job is idempotent: run twice (a redelivered message after a worker
+died), it leaves the same rows, chunks and memory as running once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlmodel import select
+
+from agent import pipeline
+from store import db
+from store.db import Answer, Document, KnowledgeBase, Query, Status
+from store.redis import StoreUnavailable
+from workers.runtime import runtime
+
+Progress = Callable[[str, int, int], None]  # stage, done, total
+
+
+def doc_key(document_id: int) -> str:
+    """The document's name in the vector index and the memory store."""
+    return f"d{document_id}"
+
+
+def ingest_document(document_id: int, on_progress: Progress | None = None) -> dict[str, Any]:
+    """Chunk, embed and index the document, form and store its memory, mark it ready."""
+    report = on_progress or (lambda *_: None)
+    rt = runtime()
+    key = doc_key(document_id)
+    with db.session() as s:
+        doc = s.get(Document, document_id)
+        if doc is None:
+            return {"document": key, "status": "deleted"}
+        kb = s.get(KnowledgeBase, doc.kb_id)
+        if doc.status == Status.ready and rt.memories.exists(kb.name, key):
+            return _summary(doc)
+        doc.status, doc.error, doc.attempts, doc.updated_at = Status.processing, None, doc.attempts + 1, db.utcnow()
+        s.add(doc)
+        text, scope = doc.text, kb.name
+    report("loading the model", 0, 0)
+    lm, embedder = rt.lm, rt.embedder
+    started = time.perf_counter()
+    try:
+        memory, n_chunks = pipeline.memorize_document(
+            lm, embedder, rt.memories, rt.index, scope, key, text, settings=rt.settings,
+            on_progress=lambda done, total: report("reading", done, total),
+        )  # fmt: skip
+    except StoreUnavailable as exc:
+        _set_status(document_id, Status.queued, f"will retry: {exc}")
+        raise
+    except Exception as exc:
+        _set_status(document_id, Status.failed, f"{type(exc).__name__}: {exc}")
+        raise
+    elapsed = time.perf_counter() - started
+    with db.session() as s:
+        doc = s.get(Document, document_id)
+        if doc is None:  # deleted while we worked: leave nothing behind
+            rt.memories.delete(scope, key)
+            rt.index.delete_document(scope, key)
+            return {"document": key, "status": "deleted"}
+        doc.status, doc.error, doc.updated_at = Status.ready, None, db.utcnow()
+        doc.token_count, doc.memory_tokens = memory.meta.doc_tokens, memory.meta.memory_tokens
+        doc.chunk_count = n_chunks
+        doc.memory_key = f"{scope}/{key}"
+        doc.timings = {"ingest_s": round(elapsed, 3), "tokens_per_s": round(memory.meta.doc_tokens / elapsed, 1)}
+        s.add(doc)
+        report("ready", memory.meta.doc_tokens, memory.meta.doc_tokens)
+        return _summary(doc)
+
+
+def answer_query(query_id: int) -> dict[str, Any]:
+    """Answer the query from its knowledge base's ready documents and store the Answer row."""
+    rt = runtime()
+    with db.session() as s:
+        query = s.get(Query, query_id)
+        if query is None:
+            return {"query": f"q{query_id}", "status": "deleted"}
+        existing = s.exec(select(Answer).where(Answer.query_id == query_id)).first()
+        if query.status == Status.done and existing is not None:
+            return {"query": query.public_id, "status": "done", "answer": existing.text}
+        kb = s.get(KnowledgeBase, query.kb_id)
+        ready = s.exec(
+            select(Document.id).where(Document.kb_id == kb.id, Document.status == Status.ready).order_by(Document.id)
+        ).all()
+        if not ready:
+            query.status, query.error = Status.failed, f"knowledge base {kb.name!r} has no ready documents"
+            s.add(query)
+            return {"query": query.public_id, "status": "failed", "error": query.error}
+        query.status, query.started_at, query.error = Status.processing, db.utcnow(), None
+        s.add(query)
+        question, task, scope = query.text, query.task, kb.name
+    try:
+        result = pipeline.answer(
+            rt.lm, rt.embedder, rt.memories, rt.index, scope, [doc_key(i) for i in ready], question,
+            task=task, k=rt.settings.top_k, settings=rt.settings, text_of=_document_text,
+        )  # fmt: skip
+    except StoreUnavailable as exc:
+        _set_query(query_id, Status.queued, f"will retry: {exc}")
+        raise
+    except Exception as exc:
+        _set_query(query_id, Status.failed, f"{type(exc).__name__}: {exc}")
+        raise
+    names = _document_names([int(e.chunk.doc_id[1:]) for e in result.evidence])
+    with db.session() as s:
+        row = s.exec(select(Answer).where(Answer.query_id == query_id)).first() or Answer(query_id=query_id, text="")
+        row.text, row.clues, row.documents, row.timings = result.text, result.clues, result.documents, result.timings
+        row.evidence = [
+            {
+                "chunk_id": e.chunk.id, "doc_id": e.chunk.doc_id, "document": names.get(e.chunk.doc_id, ""),
+                "ordinal": e.chunk.ordinal, "char_start": e.chunk.char_start, "char_end": e.chunk.char_end,
+                "score": round(e.score, 6), "text": e.chunk.text,
+            }
+            for e in result.evidence
+        ]  # fmt: skip
+        row.model, row.model_fingerprint = rt.lm.name, rt.lm.fingerprint
+        row.generator = rt.settings.generator_url or f"local:{rt.lm.name}"
+        s.add(row)
+        query = s.get(Query, query_id)
+        if query is not None:
+            query.status, query.finished_at = Status.done, db.utcnow()
+            s.add(query)
+    return {"query": f"q{query_id}", "status": "done", "answer": result.text, "rebuilt": result.rebuilt}
+
+
+def _document_text(key: str) -> str:
+    with db.session() as s:
+        doc = s.get(Document, int(key.removeprefix("d")))
+        if doc is None:
+            raise LookupError(f"document {key} was deleted")
+        return doc.text
+
+
+def _document_names(ids: list[int]) -> dict[str, str]:
+    if not ids:
+        return {}
+    with db.session() as s:
+        return {doc_key(i): name for i, name in s.exec(select(Document.id, Document.name).where(Document.id.in_(ids)))}
+
+
+def _set_status(document_id: int, status: Status, error: str | None) -> None:
+    with db.session() as s:
+        doc = s.get(Document, document_id)
+        if doc is not None:
+            doc.status, doc.error, doc.updated_at = status, error, db.utcnow()
+            s.add(doc)
+
+
+def _set_query(query_id: int, status: Status, error: str | None) -> None:
+    with db.session() as s:
+        query = s.get(Query, query_id)
+        if query is not None:
+            query.status, query.error = status, error
+            s.add(query)
+
+
+def _summary(doc: Document) -> dict[str, Any]:
+    return {
+        "document": doc.public_id, "status": doc.status, "tokens": doc.token_count,
+        "memory_tokens": doc.memory_tokens, "chunks": doc.chunk_count,
+    }  # fmt: skip

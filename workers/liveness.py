@@ -1,0 +1,59 @@
+"""Which queues have a live worker, answered from Redis in one round trip.
+
+Each worker refreshes a short-lived key naming its queues; the manager reads
+them to refuse work that no one would pick up, instead of a control-plane
+broadcast that costs a full timeout on every command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+
+import redis
+
+PREFIX = "memorag:worker:"
+TTL_S = 15
+BEAT_S = 5
+
+
+class Heartbeat:
+    def __init__(self, client: redis.Redis, name: str, queues: list[str]) -> None:
+        self.client, self.key = client, PREFIX + name
+        self.payload = json.dumps({"name": name, "queues": sorted(queues), "host": socket.gethostname()})
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memorag-heartbeat", daemon=True)
+
+    def start(self) -> Heartbeat:
+        self.beat()
+        self._thread.start()
+        return self
+
+    def beat(self) -> None:
+        self.client.set(self.key, self.payload, ex=TTL_S)
+
+    def _run(self) -> None:
+        while not self._stop.wait(BEAT_S):
+            try:
+                self.beat()
+            except redis.RedisError:
+                continue  # the broker is away; the key expires and the manager says so
+
+    def stop(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(redis.RedisError):
+            self.client.delete(self.key)
+
+
+def live_queues(client: redis.Redis) -> dict[str, list[str]]:
+    """queue -> names of the live workers consuming it."""
+    keys = list(client.scan_iter(PREFIX + "*", count=100))
+    found: dict[str, list[str]] = {}
+    for raw in client.mget(keys) if keys else []:
+        if raw:
+            worker = json.loads(raw)
+            for queue in worker["queues"]:
+                found.setdefault(queue, []).append(worker["name"])
+    return found

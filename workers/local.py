@@ -1,0 +1,86 @@
+"""The background worker that ``manage.py up`` starts on this machine.
+
+One process, pid and log under ``MEMORAG_HOME``, serving every queue with the
+solo pool (the model is loaded once and shared by all tasks).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from agent.settings import Settings
+
+MANAGE = Path(__file__).resolve().parent.parent / "manage.py"
+
+
+def pid_file(settings: Settings) -> Path:
+    return settings.run_dir / "worker.pid"
+
+
+def log_file(settings: Settings) -> Path:
+    return settings.log_dir / "worker.log"
+
+
+def running_pid(settings: Settings) -> int | None:
+    """The background worker's pid if it is alive."""
+    path = pid_file(settings)
+    try:
+        pid = int(path.read_text().strip())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        path.unlink(missing_ok=True)
+        return None
+    except PermissionError:
+        return None
+    return pid
+
+
+def start(settings: Settings) -> tuple[int, bool]:
+    """Start the worker unless one runs; returns (pid, started)."""
+    pid = running_pid(settings)
+    if pid is not None:
+        return pid, False
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    with log_file(settings).open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(MANAGE), "worker"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, cwd=str(MANAGE.parent),
+        )  # fmt: skip
+    pid_file(settings).write_text(str(process.pid))
+    return process.pid, True
+
+
+def stop(settings: Settings, grace_s: float = 20.0) -> bool:
+    """Warm shutdown (the current task finishes or goes back to the queue); False if none ran."""
+    pid = running_pid(settings)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)  # its unacknowledged task is redelivered later
+    pid_file(settings).unlink(missing_ok=True)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
