@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import click
@@ -349,6 +350,7 @@ def ingest(kb_name: str, files: tuple[Path, ...], wait: bool) -> None:
         base = _kb(s, kb_name)
     _require_worker("memory")
     queued: list[tuple[int, str]] = []
+    resend: list[tuple[int, str]] = []
     for path, text in texts:
         digest = hashlib.sha256(text.encode()).hexdigest()
         with db.session() as s:
@@ -358,18 +360,21 @@ def ingest(kb_name: str, files: tuple[Path, ...], wait: bool) -> None:
             if doc is not None and doc.status != db.Status.failed:
                 click.echo(f"{doc.public_id}\t{path.name}\talready in {kb_name} as {doc.name} ({doc.status})")
                 if doc.status == db.Status.queued:  # send again: the job is idempotent, a lost message is not
-                    doc.task_id = ingest_task.apply_async(args=[doc.id]).id
+                    doc.task_id = uuid.uuid4().hex
+                    resend.append((doc.id, doc.task_id))
                 if doc.status != db.Status.ready:
                     queued.append((doc.id, path.name))
                 continue
             doc = doc or db.Document(kb_id=base.id, name=path.name, text=text, content_hash=digest)
             doc.status, doc.error = db.Status.queued, None
+            doc.task_id = uuid.uuid4().hex
             s.add(doc)
             s.flush()
-            result = ingest_task.apply_async(args=[doc.id])
-            doc.task_id = result.id
+            resend.append((doc.id, doc.task_id))
         queued.append((doc.id, path.name))
         click.echo(f"d{doc.id}\t{path.name}\tqueued")
+    for doc_id, task_id in resend:  # only after the rows are committed, or a fast worker finds none
+        ingest_task.apply_async(args=[doc_id], task_id=task_id)
     if wait and queued:
         _follow_ingestion(queued)
 
@@ -431,6 +436,28 @@ def docs(kb_name: str) -> None:
         click.echo(f"{d.public_id}\t{d.status}\t{d.name}\t{sizes}{d.error or ''}")
 
 
+@cli.command()
+@click.argument("ident", metavar="ID")
+def remove(ident: str) -> None:
+    """Remove document ID (d<number>) from its knowledge base: its row, chunks and memory."""
+    from store import db
+
+    kind, number = _parse_id(ident)
+    if kind != "d":
+        raise Failure(f"{ident} is a query; remove takes a document (d<number>)")
+    with db.session() as s:
+        doc = s.get(db.Document, number)
+        if doc is None:
+            raise Failure(f"no document {ident}")
+        base = s.get(db.KnowledgeBase, doc.kb_id)
+    stores = _Stores()
+    stores.memories.delete(base.name, doc.public_id)
+    chunks = stores.index.delete_document(base.name, doc.public_id)
+    with db.session() as s:
+        s.delete(s.get(db.Document, number))
+    click.echo(f"removed {ident} ({doc.name}, {chunks} chunks) from {base.name}")
+
+
 # questions --------------------------------------------------------------------------
 @cli.command()
 @click.argument("kb_name", metavar="KB")
@@ -466,11 +493,11 @@ def ask(kb_name: str, question: str, task: str, wait: bool, as_json: bool, timeo
         raise Failure(f"knowledge base {kb_name!r} has no ready documents ({hint})")
     _require_worker("query")
     with db.session() as s:
-        query = db.Query(kb_id=base.id, text=question.strip(), task=task)
+        query = db.Query(kb_id=base.id, text=question.strip(), task=task, task_id=uuid.uuid4().hex)
         s.add(query)
         s.flush()
-        query.task_id = answer_task.apply_async(args=[query.id]).id
         public = query.public_id
+    answer_task.apply_async(args=[query.id], task_id=query.task_id)  # after the commit: the worker reads the row
     if not wait:
         click.echo(json.dumps({"query": public, "status": "queued"}) if as_json else public)
         return

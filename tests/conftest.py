@@ -90,4 +90,3 @@ def clean_home(tmp_path, monkeypatch):
     (home / "models" / src.name).symlink_to(src)
     monkeypatch.setenv("MEMORAG_HOME", str(home))
     return home
-

@@ -199,4 +199,3 @@ class FakeWeaviate:
         exists = tenant in self.store.tenants.get(collection, {})
         body = json.dumps({"name": tenant, "activityStatus": "ACTIVE"}) if exists else ""
         return Response(body, status=200 if exists else 404, content_type="application/json")
-

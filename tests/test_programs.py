@@ -120,8 +120,10 @@ def test_memory_makes_the_planted_answer_likelier(memory_backend, backend):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("1. The cat sat on the mat.\n2. The cat sat on the mat.\n- ok\n\n* Dogs bark at night",
-         ["The cat sat on the mat.", "Dogs bark at night"]),
+        (
+            "1. The cat sat on the mat.\n2. The cat sat on the mat.\n- ok\n\n* Dogs bark at night",
+            ["The cat sat on the mat.", "Dogs bark at night"],
+        ),
         ("What is the code of the archive?\nThe code is written on the door.", ["The code is written on the door."]),
     ],
 )

@@ -44,12 +44,13 @@ _runtime: Runtime | None = None
 _lock = threading.Lock()
 
 
-def _forget() -> None:
+def reset() -> None:
+    """Forget the runtime (after a fork, or when tests switch servers)."""
     global _runtime
     _runtime = None
 
 
-os.register_at_fork(after_in_child=_forget)
+os.register_at_fork(after_in_child=reset)
 
 
 def runtime() -> Runtime:

@@ -194,14 +194,20 @@ def main() -> None:
             lm, embedder = load_model(settings=settings), get_embedder()
             table, n = quality(args, lm, embedder, index)
             payload.update({"strategies": table, "n_queries": n, "meetings": args.meetings, "model": lm.name})
-            print_table([{"strategy": s, **v} for s, v in table.items()],
-                        ["strategy", f"recall@{args.k}", f"hit@{args.k}", "stderr"], f"QMSum val, {n} queries")
+            print_table(
+                [{"strategy": s, **v} for s, v in table.items()],
+                ["strategy", f"recall@{args.k}", f"hit@{args.k}", "stderr"],
+                f"QMSum val, {n} queries",
+            )
         if args.sweep:
             lm, embedder = load_model(settings=settings), get_embedder()
             sweep = chunk_sweep(args, lm.tokenizer, embedder, index, [int(x) for x in args.sweep.split(",") if x])
             payload["chunk_sweep"] = sweep
-            print_table(sweep, ["chunk_tokens", "k", "chunks", "gold_chars_covered", "queries"],
-                        f"question-only dense retrieval by chunk size, {args.k * args.chunk_tokens}-token budget")
+            print_table(
+                sweep,
+                ["chunk_tokens", "k", "chunks", "gold_chars_covered", "queries"],
+                f"question-only dense retrieval by chunk size, {args.k * args.chunk_tokens}-token budget",
+            )
         sizes = [int(s) for s in args.sizes.split(",") if s]
         rows = latency(index, sizes)
         payload["latency"] = rows
