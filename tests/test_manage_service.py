@@ -1,0 +1,175 @@
+"""The manager's service commands: every bad input is one clear line and exit code 2;
+up/down as subprocesses; a worker killed mid-ingestion loses nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlmodel import select
+
+from manage import cli
+from store import db
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMANDS = [
+    [], ["up"], ["down"], ["worker"], ["beat"], ["kb"], ["kb", "create"], ["kb", "list"], ["kb", "show"],
+    ["kb", "delete"], ["ingest"], ["docs"], ["remove"], ["ask"], ["status"], ["result"], ["feedback"],
+    ["models", "prepare"], ["memory", "build"],
+]  # fmt: skip
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False, prog_name="manage.py")
+
+
+@pytest.fixture
+def env(clean_home, valkey_url, redis_client, monkeypatch, tmp_path):
+    monkeypatch.setenv("MEMORAG_REDIS_URL", valkey_url)
+    monkeypatch.setenv("MEMORAG_DATABASE_URL", f"sqlite:///{tmp_path / 'records.db'}")
+    yield tmp_path
+    db.reset_engines()
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "manage.py")
+def test_every_command_explains_itself(command):
+    shown = run(*command, "--help")
+    assert shown.exit_code == 0 and "Usage: manage.py" in shown.output
+    assert len(shown.output.split("\n\n")[1].strip()) > 20  # a real description, not just usage
+
+
+def bad(result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    line = result.output.strip()
+    assert "Traceback" not in line and line.count("\n") == 0, line
+    for fragment in fragments:
+        assert fragment in line, line
+
+
+def test_bad_inputs_get_one_clear_line(env, monkeypatch):
+    tmp = env
+    (tmp / "empty.txt").write_text("")
+    (tmp / "blob.bin").write_bytes(b"\x00\x01\x02" * 100)
+    (tmp / "big.txt").write_text("word " * 5000)
+    (tmp / "ok.txt").write_text("A short but real document about tides.")
+    bad(run("ingest", "nope", str(tmp / "ok.txt")), "no knowledge base named 'nope'")
+    bad(run("ask", "nope", "why?"), "no knowledge base named 'nope'")
+    assert run("kb", "create", "town").exit_code == 0
+    bad(run("kb", "create", "town"), "already exists")
+    bad(run("kb", "create", "bad name!"), "not a valid name")
+    bad(run("ingest", "town", str(tmp / "empty.txt")), "empty.txt: is empty")
+    bad(run("ingest", "town", str(tmp / "blob.bin")), "looks binary")
+    bad(run("ingest", "town", str(tmp / "missing.txt")), "no such file")
+    monkeypatch.setenv("MEMORAG_MAX_DOCUMENT_MB", "0.01")
+    bad(run("ingest", "town", str(tmp / "big.txt")), "over the 0.01 MB limit", "MEMORAG_MAX_DOCUMENT_MB")
+    monkeypatch.delenv("MEMORAG_MAX_DOCUMENT_MB")
+    bad(run("ask", "town", "   "), "the question is empty")
+    bad(run("ask", "town", "why?"), "has no ready documents", "manage.py ingest town FILE")
+    bad(run("ingest", "town", str(tmp / "ok.txt")), "no worker is serving the 'memory' queue", "manage.py up")
+    with db.session() as s:
+        assert s.exec(select(db.Document)).all() == []  # nothing half-created
+    for command in (["status", "x1"], ["result", "banana"], ["feedback", "7", "--good"]):
+        bad(run(*command), "is not an id")
+    bad(run("status", "q99"), "no query q99")
+    bad(run("result", "q99"), "no query q99")
+    bad(run("feedback", "q99", "--good"), "no query q99")
+    bad(run("remove", "d5"), "no document d5")
+    bad(run("feedback", "q1"), "say --good or --bad")
+    bad(run("worker", "-Q", "memory,bogus"), "unknown queue(s) bogus")
+
+
+def test_unreachable_redis_and_database_are_named(env, monkeypatch):
+    monkeypatch.setenv("MEMORAG_DATABASE_URL", "postgresql://memorag@127.0.0.1:1/memorag")
+    bad(run("kb", "list"), "database postgresql+psycopg://memorag@127.0.0.1:1/memorag is not reachable")
+    db.reset_engines()
+    monkeypatch.setenv("MEMORAG_DATABASE_URL", f"sqlite:///{env / 'records.db'}")
+    monkeypatch.setenv("MEMORAG_REDIS_URL", "redis://127.0.0.1:1/0")
+    assert run("kb", "create", "town").exit_code == 0
+    (env / "ok.txt").write_text("A short document.")
+    bad(run("ingest", "town", str(env / "ok.txt")), "cannot reach Redis at redis://127.0.0.1:1/0")
+
+
+def manage(*args: str, env: dict, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def test_up_and_down_twice_in_a_row_as_subprocesses(clean_home, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MEMORAG_REDIS_URL"}
+    env["MEMORAG_DATABASE_URL"] = f"sqlite:///{tmp_path / 'records.db'}"
+    try:
+        first = manage("up", env=env)
+        assert first.returncode == 0, first.stderr
+        assert "embedded Valkey started" in first.stdout and "worker started" in first.stdout
+        second = manage("up", env=env)
+        assert second.returncode == 0 and "already running" in second.stdout, second.stdout
+        pid = int((clean_home / "run" / "worker.pid").read_text())
+    finally:
+        stopped = manage("down", env=env)
+    assert stopped.returncode == 0 and "worker stopped" in stopped.stdout and "Valkey stopped" in stopped.stdout
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    again = manage("down", env=env)
+    assert again.returncode == 0 and "no background worker was running" in again.stdout
+    assert "was not running" in again.stdout
+    failing = manage("ask", "nope", "why?", env=env)
+    assert failing.returncode == 2 and failing.stderr.startswith("error: ") and "Traceback" not in failing.stderr
+
+
+@pytest.mark.model
+def test_a_worker_killed_while_ingesting_leaves_the_document_ready_exactly_once(clean_home, valkey_url, redis_client,
+                                                                                tmp_path):  # fmt: skip
+    env = dict(os.environ, MEMORAG_REDIS_URL=valkey_url, MEMORAG_DATABASE_URL=f"sqlite:///{tmp_path / 'records.db'}",
+               MEMORAG_TASK_TIMEOUT_S="12", MEMORAG_BETA="4")  # fmt: skip
+    assert manage("kb", "create", "town", env=env).returncode == 0
+
+    def worker() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "manage.py", "worker", "--loglevel", "WARNING"], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def document() -> db.Document:
+        with db.session() as s:
+            return s.exec(select(db.Document)).one()
+
+    os.environ["MEMORAG_DATABASE_URL"] = env["MEMORAG_DATABASE_URL"]
+    try:
+        first = worker()
+        wait_until(lambda: manage("ingest", "town", str(ROOT / "ops/sample/kellmouth.md"), env=env).returncode == 0)
+        wait_until(lambda: document().status == "processing" and document().attempts == 1)
+        time.sleep(2.0)  # well inside the model's forward passes
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        assert document().status == "processing"
+        second = worker()
+        try:
+            wait_until(lambda: document().status == "ready", timeout=240)
+            time.sleep(15)  # past another visibility timeout: nothing runs it a third time
+            doc = document()
+            assert (doc.status, doc.attempts) == ("ready", 2)
+            from store.vectors import EmbeddedIndex
+
+            assert EmbeddedIndex(redis_client).count("town") == doc.chunk_count  # no duplicated chunks
+        finally:
+            second.terminate()
+            second.wait(timeout=60)
+    finally:
+        os.environ.pop("MEMORAG_DATABASE_URL")
+        db.reset_engines()
+
+
+def wait_until(predicate, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception:  # the row may not exist yet
+            pass
+        time.sleep(0.5)
+    raise AssertionError("timed out")
