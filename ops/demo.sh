@@ -1,29 +1,33 @@
 #!/usr/bin/env bash
-# The demo: set up, start the embedded store, memorize a sample document, ask it questions.
+# The demo: set up, start the embedded services and a worker, build a knowledge base
+# from a sample document, ask it questions, print answers with their evidence.
+# A second run reuses the knowledge base and its memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ops/setup.sh
 PY=.venv/bin/python
 $PY manage.py up
-if ! $PY manage.py memory show kellmouth >/dev/null 2>&1; then
-  echo "== memorizing ops/sample/kellmouth.md (read once, compressed 4x, chunks indexed)"
-  $PY manage.py memory build ops/sample/kellmouth.md --key kellmouth --beta 4
+if ! $PY manage.py kb show demo >/dev/null 2>&1; then
+  $PY manage.py kb create demo --description "Kellmouth, a fictional harbour town (ops/sample)"
 fi
-$PY manage.py memory show kellmouth
+echo "== ingesting ops/sample/kellmouth.md (read once: chunks indexed, memory formed and stored)"
+$PY manage.py ingest demo ops/sample/kellmouth.md --wait
+$PY manage.py docs demo
 for question in \
   "Who founded Kellmouth, and in which year?" \
-  "When is the herring festival held?" \
+  "Who built the Kell bridge?" \
   "How many boats were destroyed in the great storm of 1851?"; do
   echo
   echo "== Q: $question"
-  $PY manage.py memory ask kellmouth "$question" --task memorag
+  $PY manage.py ask demo "$question" --wait
 done
 cat <<'NEXT'
 
 Try next:
-  .venv/bin/python manage.py memory ask kellmouth "Who designed the harbour wall?" --task memorag
-  .venv/bin/python manage.py memory ask kellmouth "Summarize the town's history" --task summarize
-  .venv/bin/python manage.py memory build YOUR_FILE.txt --beta 16 --key mine
+  .venv/bin/python manage.py ask demo "Who designed the harbour wall?" --wait
+  .venv/bin/python manage.py ask demo "Summarize the town's history" --task summarize --wait
+  .venv/bin/python manage.py feedback q1 --bad --answer "Agnes Perrow, in 1612"
+  .venv/bin/python manage.py kb create mine && .venv/bin/python manage.py ingest mine YOUR_FILE.pdf --wait
   .venv/bin/python manage.py --help
-  .venv/bin/python manage.py down     # stop the embedded Valkey (data is kept)
+  .venv/bin/python manage.py down     # stop the worker and the embedded Valkey (data is kept)
 NEXT

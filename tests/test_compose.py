@@ -1,0 +1,34 @@
+"""ops/compose.yaml cannot run here; keep it parseable and consistent with the settings."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import yaml
+
+from agent.settings import Settings
+from workers.app import QUEUES
+
+COMPOSE = Path(__file__).resolve().parents[1] / "ops" / "compose.yaml"
+
+
+def test_compose_has_the_production_shape_and_only_known_settings():
+    spec = yaml.safe_load(COMPOSE.read_text())
+    services = spec["services"]
+    assert {"redis", "postgres", "weaviate", "sglang", "memory-worker", "query-worker", "beat"} <= set(services)
+    known = {f"MEMORAG_{f.name.upper()}" for f in dataclasses.fields(Settings)}
+    served: set[str] = set()
+    for name in ("memory-worker", "query-worker", "beat", "manager"):
+        service = services[name]
+        env = service["environment"]
+        assert set(env) <= known, set(env) - known
+        assert env["MEMORAG_REDIS_URL"].startswith("redis://redis:")
+        assert "@postgres:5432/" in env["MEMORAG_DATABASE_URL"]
+        assert env["MEMORAG_WEAVIATE_URL"] == "http://weaviate:8080"
+        assert env["MEMORAG_GENERATOR_URL"] == "http://sglang:30000"
+        command = service["command"] if "command" in service else []
+        if command[:1] == ["worker"]:
+            served |= set(command[command.index("-Q") + 1].split(","))
+    assert served == set(QUEUES)
+    assert (COMPOSE.parent / "Dockerfile").exists()
