@@ -230,6 +230,18 @@ def _parse_id(value: str) -> tuple[str, int]:
     return match.group(1).lower(), int(match.group(2))
 
 
+def _existing_query(ident: str) -> int:
+    from store import db
+
+    kind, number = _parse_id(ident)
+    if kind != "q":
+        raise Failure(f"{ident} is a document; this command takes a query (q<number>)")
+    with db.session() as s:
+        if s.get(db.Query, number) is None:
+            raise Failure(f"no query {ident}")
+    return number
+
+
 @cli.group(cls=FriendlyGroup)
 def kb() -> None:
     """Create, list, inspect and delete knowledge bases."""
@@ -583,15 +595,8 @@ def status(ident: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="The whole answer record as JSON.")
 def result(ident: str, as_json: bool) -> None:
     """The answer to query ID with its evidence, clues and timings."""
-    from store import db
 
-    kind, number = _parse_id(ident)
-    if kind != "q":
-        raise Failure(f"{ident} is a document; results belong to queries (q<number>)")
-    with db.session() as s:
-        if s.get(db.Query, number) is None:
-            raise Failure(f"no query {ident}")
-    _print_result(number, as_json)
+    _print_result(_existing_query(ident), as_json)
 
 
 @cli.command()
@@ -605,12 +610,8 @@ def feedback(ident: str, good: bool | None, corrected: str | None, comment: str 
 
     if good is None:
         raise Failure("say --good or --bad")
-    kind, number = _parse_id(ident)
-    if kind != "q":
-        raise Failure(f"{ident} is a document; feedback belongs to queries (q<number>)")
+    number = _existing_query(ident)
     with db.session() as s:
-        if s.get(db.Query, number) is None:
-            raise Failure(f"no query {ident}")
         row = db.Feedback(query_id=number, rating=1 if good else -1, corrected_answer=corrected, comment=comment)
         s.add(row)
         s.flush()

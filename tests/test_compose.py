@@ -27,7 +27,7 @@ def test_compose_has_the_production_shape_and_only_known_settings():
         assert "@postgres:5432/" in env["MEMORAG_DATABASE_URL"]
         assert env["MEMORAG_WEAVIATE_URL"] == "http://weaviate:8080"
         assert env["MEMORAG_GENERATOR_URL"] == "http://sglang:30000"
-        command = service["command"] if "command" in service else []
+        command = service.get("command", [])
         if command[:1] == ["worker"]:
             served |= set(command[command.index("-Q") + 1].split(","))
     assert served == set(QUEUES)

@@ -7,7 +7,8 @@ died), it leaves the same rows, chunks and memory as running once.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlmodel import select
@@ -44,17 +45,11 @@ def ingest_document(document_id: int, on_progress: Progress | None = None) -> di
     report("loading the model", 0, 0)
     lm, embedder = rt.lm, rt.embedder
     started = time.perf_counter()
-    try:
+    with _failures_recorded(Document, document_id):
         memory, n_chunks = pipeline.memorize_document(
             lm, embedder, rt.memories, rt.index, scope, key, text, settings=rt.settings,
             on_progress=lambda done, total: report("reading", done, total),
         )  # fmt: skip
-    except StoreUnavailable as exc:
-        _set_status(document_id, Status.queued, f"will retry: {exc}")
-        raise
-    except Exception as exc:
-        _set_status(document_id, Status.failed, f"{type(exc).__name__}: {exc}")
-        raise
     elapsed = time.perf_counter() - started
     with db.session() as s:
         doc = s.get(Document, document_id)
@@ -93,17 +88,11 @@ def answer_query(query_id: int) -> dict[str, Any]:
         query.status, query.started_at, query.error = Status.processing, db.utcnow(), None
         s.add(query)
         question, task, scope = query.text, query.task, kb.name
-    try:
+    with _failures_recorded(Query, query_id):
         result = pipeline.answer(
             rt.lm, rt.embedder, rt.memories, rt.index, scope, [doc_key(i) for i in ready], question,
             task=task, k=rt.settings.top_k, settings=rt.settings, text_of=_document_text,
         )  # fmt: skip
-    except StoreUnavailable as exc:
-        _set_query(query_id, Status.queued, f"will retry: {exc}")
-        raise
-    except Exception as exc:
-        _set_query(query_id, Status.failed, f"{type(exc).__name__}: {exc}")
-        raise
     names = _document_names([int(e.chunk.doc_id[1:]) for e in result.evidence])
     with db.session() as s:
         row = s.exec(select(Answer).where(Answer.query_id == query_id)).first() or Answer(query_id=query_id, text="")
@@ -141,20 +130,25 @@ def _document_names(ids: list[int]) -> dict[str, str]:
         return {doc_key(i): name for i, name in s.exec(select(Document.id, Document.name).where(Document.id.in_(ids)))}
 
 
-def _set_status(document_id: int, status: Status, error: str | None) -> None:
-    with db.session() as s:
-        doc = s.get(Document, document_id)
-        if doc is not None:
-            doc.status, doc.error, doc.updated_at = status, error, db.utcnow()
-            s.add(doc)
+@contextmanager
+def _failures_recorded(table: type[Document] | type[Query], row_id: int) -> Iterator[None]:
+    """Store errors leave the row queued for the retry; anything else marks it failed with the reason."""
+    try:
+        yield
+    except StoreUnavailable as exc:
+        _set_status(table, row_id, Status.queued, f"will retry: {exc}")
+        raise
+    except Exception as exc:
+        _set_status(table, row_id, Status.failed, f"{type(exc).__name__}: {exc}")
+        raise
 
 
-def _set_query(query_id: int, status: Status, error: str | None) -> None:
+def _set_status(table: type[Document] | type[Query], row_id: int, status: Status, error: str | None) -> None:
     with db.session() as s:
-        query = s.get(Query, query_id)
-        if query is not None:
-            query.status, query.error = status, error
-            s.add(query)
+        row = s.get(table, row_id)
+        if row is not None:
+            row.status, row.error = status, error
+            s.add(row)
 
 
 def _summary(doc: Document) -> dict[str, Any]:
