@@ -38,7 +38,7 @@ def test_build_show_ask_list_delete(env, tmp_path):
     assert run("memory", "list").output.split() == ["story"]
     asked = run("memory", "ask", "story", "Who counted ships?", "--task", "memorag")
     assert asked.exit_code == 0, asked.output
-    assert "evidence [story #0" in asked.output and "(memorag; rehydrate" in asked.output
+    assert "evidence [story #0" in asked.output and "(memorag; route" in asked.output and "rehydrate" in asked.output
     assert run("memory", "delete", "story").exit_code == 0
     assert run("memory", "list").output.strip() == ""
 
