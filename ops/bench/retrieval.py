@@ -23,6 +23,7 @@ from common import DATA, print_table, write_json
 from agent import programs
 from agent.backends import LocalBackend
 from agent.datasets import load_qmsum
+from agent.metrics import covered_fraction, gold_chunk_ids, hit_at_k, recall_at_k
 from agent.models import load_model
 from agent.pipeline import HYBRID_RETRIEVAL, memorize
 from agent.retrieval import chunk_document, get_embedder, retrieve
@@ -30,10 +31,6 @@ from agent.settings import get_settings
 from store.vectors import EmbeddedIndex, tokenize_words
 
 STRATEGIES = ["rag", "bm25", "hybrid", "memorag", "memorag_equal", "clues_hybrid", "pipeline"]
-
-
-def gold_chunks(chunks, spans) -> set[str]:
-    return {c.id for c in chunks if any(c.char_start < e and s < c.char_end for s, e in spans)}
 
 
 def bm25_top(chunks, question: str, k: int) -> list[str]:
@@ -58,7 +55,7 @@ def quality(args, lm, embedder, index) -> tuple[dict, int]:
               f"({time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
         backend = LocalBackend(lm, memory)
         for q in sample.questions[: args.questions]:
-            gold = gold_chunks(chunks, q.evidence)
+            gold = gold_chunk_ids(chunks, q.evidence)
             if not gold:
                 continue
             clues = programs.write_clues(backend, q.text).queries()
@@ -78,8 +75,7 @@ def quality(args, lm, embedder, index) -> tuple[dict, int]:
                 ],
             }
             for name, ids in ranked.items():
-                hit = len(gold & set(ids))
-                found[name].append((hit / len(gold), float(hit > 0)))
+                found[name].append((recall_at_k(gold, ids, args.k), hit_at_k(gold, ids, args.k)))
             n += 1
         index.drop(kb)
     k = args.k
@@ -89,18 +85,6 @@ def quality(args, lm, embedder, index) -> tuple[dict, int]:
         for name, v in found.items()
     }  # fmt: skip
     return table, n
-
-
-def covered_fraction(chunks, top: set[str], evidence) -> float:
-    """Fraction of gold characters inside the retrieved chunks."""
-    covered = sum(
-        min(e, c.char_end) - max(s, c.char_start)
-        for c in chunks
-        if c.id in top
-        for s, e in evidence
-        if c.char_start < e and s < c.char_end
-    )
-    return min(1.0, covered / max(1, sum(e - s for s, e in evidence)))
 
 
 def chunk_sweep(args, tokenizer, embedder, index, sizes: list[int]) -> list[dict]:
@@ -119,8 +103,8 @@ def chunk_sweep(args, tokenizer, embedder, index, sizes: list[int]) -> list[dict
             index.upsert(kb, chunks, embedder.encode([c.text for c in chunks]))
             for q in sample.questions:
                 if q.evidence:
-                    top = {e.chunk.id for e in retrieve(index, embedder, kb, q.text, k=k)}
-                    recalls.append(covered_fraction(chunks, top, q.evidence))
+                    found = [(e.chunk.char_start, e.chunk.char_end) for e in retrieve(index, embedder, kb, q.text, k=k)]
+                    recalls.append(covered_fraction(q.evidence, found))
             index.drop(kb)
         rows.append({"chunk_tokens": size, "k": k, "chunks": n_chunks, "gold_chars_covered": float(np.mean(recalls)),
                      "queries": len(recalls)})  # fmt: skip
