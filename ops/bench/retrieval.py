@@ -193,9 +193,9 @@ def main() -> None:
                 f"question-only dense retrieval by chunk size, {args.k * args.chunk_tokens}-token budget",
             )
         sizes = [int(s) for s in args.sizes.split(",") if s]
-        rows = latency(index, sizes)
-        payload["latency"] = rows
-        print_table(rows, ["vectors", "search_ms", "numpy_ms", "ratio"], "embedded search vs bare numpy")
+        if sizes:
+            payload["latency"] = rows = latency(index, sizes)
+            print_table(rows, ["vectors", "search_ms", "numpy_ms", "ratio"], "embedded search vs bare numpy")
     finally:
         if server:
             server.stop()
