@@ -1,8 +1,10 @@
-"""The QMSum loader maps evidence turn spans to character spans of the transcript."""
+"""Dataset loaders: QMSum evidence spans, L-Eval documents, LongBench prompts (any path in the format)."""
 
 from __future__ import annotations
 
 import json
+
+import pytest
 
 from agent.datasets import load_qmsum
 from tests.conftest import SHARED_DATA
@@ -33,3 +35,43 @@ def test_reads_the_real_validation_file():
     samples = list(load_qmsum(SHARED_DATA / "qmsum" / "val.jsonl", limit=2))
     assert len(samples) == 2
     assert all(q.evidence for s in samples for q in s.questions)
+
+
+def test_leval_lines_become_documents_with_their_questions(tmp_path):
+    from agent.datasets import load_leval
+
+    path = tmp_path / "nq.jsonl"
+    rows = [
+        {"input": "Doc one text.", "instructions": ["q1?", "q2?"], "outputs": ["a1", "a2"], "source": "x"},
+        {"input": "Doc two text.", "instructions": ["q3?"], "outputs": ["a3"], "source": "x"},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    samples = list(load_leval(path))
+    assert [s.text for s in samples] == ["Doc one text.", "Doc two text."]
+    assert [(q.text, q.answers) for q in samples[0].questions] == [("q1?", ["a1"]), ("q2?", ["a2"])]
+    assert len(list(load_leval(path, limit=1))) == 1
+
+
+def test_longbench_prompts_split_into_context_and_question(tmp_path):
+    from agent.datasets import load_longbench
+
+    instruction = "Answer the question based on the given passages. Only give me the answer."
+    prompt = (f"{instruction}\n\nThe following are given passages.\nPassage 1:\nAlpha is a city.\n\n"
+              f"Passage 2:\nBeta is a river.\n\n{instruction}\n\nQuestion: What is Beta?\nAnswer:")  # fmt: skip
+    path = tmp_path / "hotpotqa.json"
+    path.write_text(json.dumps({"0": {"origin_prompt": prompt, "gold": ["a river"], "prediction": "", "time": 0}}))
+    (sample,) = load_longbench(path)
+    assert sample.text.startswith("The following are given passages.") and sample.text.endswith("Beta is a river.")
+    assert instruction not in sample.text
+    assert (sample.questions[0].text, sample.questions[0].answers) == ("What is Beta?", ["a river"])
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "longbench").exists(), reason="../shared/data not beside the checkout")
+def test_the_shared_leval_and_longbench_files_load():
+    from agent.datasets import load_leval, load_longbench
+
+    for path in sorted((SHARED_DATA / "longbench").glob("*.json")):
+        samples = list(load_longbench(path))
+        assert samples and all(s.text and s.questions[0].text and s.questions[0].answers for s in samples), path
+    nq = list(load_leval(SHARED_DATA / "leval" / "natural_question.jsonl"))
+    assert len(nq) == 21 and all(len(s.text) > 10_000 and s.questions for s in nq)
