@@ -43,11 +43,12 @@ def _pdf_text(path: Path, raw: bytes) -> str:
 
     try:
         reader = PdfReader(io.BytesIO(raw))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise BadDocument(f"{path}: the PDF is encrypted")
-        pages = [page.extract_text() or "" for page in reader.pages]
+        locked = reader.is_encrypted and not reader.decrypt("")
+        pages = [] if locked else [page.extract_text() or "" for page in reader.pages]
     except (PdfReadError, ValueError, KeyError) as exc:
         raise BadDocument(f"{path}: not a readable PDF ({exc})") from None
+    if locked:
+        raise BadDocument(f"{path}: the PDF is encrypted")
     text = "\n\n".join(p.strip() for p in pages if p.strip())
     if not text.strip():
         raise BadDocument(f"{path}: the PDF has no extractable text (scanned pages need OCR first)")

@@ -109,11 +109,10 @@ def route_documents(
     if len(doc_ids) <= limit:
         return list(doc_ids)
     hits = index.search(kb, embedder.encode([question]), depth)[0]
-    allowed = set(doc_ids)
-    ranking = [chunk.doc_id for chunk, _ in hits if chunk.doc_id in allowed]
+    position = {doc: i for i, doc in enumerate(doc_ids)}
+    ranking = [chunk.doc_id for chunk, _ in hits if chunk.doc_id in position]
     votes = rrf([ranking])  # a document collects the reciprocal ranks of its chunks
-    ranked = sorted(allowed, key=lambda d: (-votes.get(d, 0.0), doc_ids.index(d)))
-    return ranked[:limit]
+    return sorted(position, key=lambda d: (-votes.get(d, 0.0), position[d]))[:limit]
 
 
 def answer(

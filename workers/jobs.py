@@ -27,6 +27,10 @@ def doc_key(document_id: int) -> str:
     return f"d{document_id}"
 
 
+def doc_id_of(key: str) -> int:
+    return int(key.removeprefix("d"))
+
+
 def ingest_document(document_id: int, on_progress: Progress | None = None) -> dict[str, Any]:
     """Chunk, embed and index the document, form and store its memory, mark it ready."""
     report = on_progress or (lambda *_: None)
@@ -93,7 +97,7 @@ def answer_query(query_id: int) -> dict[str, Any]:
             rt.lm, rt.embedder, rt.memories, rt.index, scope, [doc_key(i) for i in ready], question,
             task=task, k=rt.settings.top_k, settings=rt.settings, text_of=_document_text,
         )  # fmt: skip
-    names = _document_names([int(e.chunk.doc_id[1:]) for e in result.evidence])
+    names = _document_names([doc_id_of(e.chunk.doc_id) for e in result.evidence])
     with db.session() as s:
         row = s.exec(select(Answer).where(Answer.query_id == query_id)).first() or Answer(query_id=query_id, text="")
         row.text, row.clues, row.documents, row.timings = result.text, result.clues, result.documents, result.timings
@@ -117,7 +121,7 @@ def answer_query(query_id: int) -> dict[str, Any]:
 
 def _document_text(key: str) -> str:
     with db.session() as s:
-        doc = s.get(Document, int(key.removeprefix("d")))
+        doc = s.get(Document, doc_id_of(key))
         if doc is None:
             raise LookupError(f"document {key} was deleted")
         return doc.text
@@ -148,6 +152,8 @@ def _set_status(table: type[Document] | type[Query], row_id: int, status: Status
         row = s.get(table, row_id)
         if row is not None:
             row.status, row.error = status, error
+            if isinstance(row, Document):
+                row.updated_at = db.utcnow()
             s.add(row)
 
 

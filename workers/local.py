@@ -74,12 +74,6 @@ def stop(settings: Settings, grace_s: float = 20.0) -> bool:
 
 def _alive(pid: int) -> bool:
     try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
