@@ -619,6 +619,81 @@ def feedback(ident: str, good: bool | None, corrected: str | None, comment: str 
     click.echo(f"feedback {row_id} stored for {ident}")
 
 
+# evaluation -----------------------------------------------------------------
+@cli.command("eval")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["qmsum", "leval", "longbench", "needle"]), required=True,
+              help="qmsum/leval: jsonl; longbench: a predictions json; needle: a folder of essays.")  # fmt: skip
+@click.option("--modes", default="rag,memorag,qa,full", show_default=True,
+              help="Comma-separated: rag (question-only retrieval), memorag (memory clues + retrieval), "
+                   "qa (memory alone), full (whole document, cut in the middle to fit).")  # fmt: skip
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N documents.")
+@click.option("--questions", type=click.IntRange(1), default=None, help="At most N questions per document.")
+@click.option("--beta", type=click.IntRange(1, 64), default=None, help="Memory compression [MEMORAG_BETA].")
+@click.option("--k", type=click.IntRange(1, 50), default=None, help="Chunks retrieved [MEMORAG_TOP_K].")
+@click.option("--answer-tokens", type=click.IntRange(1, 1024), default=None,
+              help="Longest answer (default: 128 for qmsum, 32 for needle, 64 otherwise).")  # fmt: skip
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the table, settings and every answer here.")  # fmt: skip
+def eval_(path: Path, fmt: str, modes: str, limit: int | None, questions: int | None, beta: int | None,
+          k: int | None, answer_tokens: int | None, json_out: Path | None) -> None:  # fmt: skip
+    """Answer a dataset's questions in every mode and compare F1, EM, ROUGE-L, evidence recall and latency.
+
+    All modes share the documents, chunker, embedder, generator and k. Memories
+    are cached in the memory store, so another mode or run reuses them.
+
+    \b
+    python manage.py eval ../shared/data/qmsum/val.jsonl --format qmsum --limit 10 --json qmsum.json
+    """
+    import json
+
+    from agent.evaluation import ANSWER_TOKENS, SHORT_ANSWERS, EvalConfig, Harness, load_samples
+    from agent.models import load_model
+    from agent.retrieval import get_embedder
+
+    settings = get_settings()
+    config = EvalConfig(
+        modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
+        k=k or settings.top_k, beta=beta or settings.beta, questions=questions,
+        answer_tokens=answer_tokens or ANSWER_TOKENS[fmt], short_answers=SHORT_ANSWERS[fmt],
+    )  # fmt: skip
+    samples = load_samples(fmt, path, limit)
+    stores = _Stores()
+    harness = Harness(load_model(settings=settings), get_embedder(settings.embedder), stores.index, stores.memories,
+                      config, settings)  # fmt: skip
+    with progress() as bar:
+        task = bar.add_task("loading", total=None)
+
+        def show(what: str, done: int, total: int) -> None:
+            bar.update(task, description=what, completed=done, total=total)
+
+        report = harness.evaluate(path.stem, samples, show)
+    _print_report(report)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report.to_json(), indent=2))
+        click.echo(f"wrote {json_out}")
+
+
+def _print_report(report) -> None:
+    from rich.table import Table
+
+    k = report.config.k
+    summary = report.modes()
+    n = report.to_json()["n"]
+    table = Table(title=f"{report.dataset}: {n} questions, {report.model}, beta {report.config.beta}, k {k}")
+    columns = ["n", "f1", "em", "rougeL", f"recall@{k}", f"hit@{k}", "latency_s"]
+    table.add_column("mode")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for mode, row in summary.items():
+        cells = [row[c] for c in columns]
+        table.add_row(mode, *("-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v) for v in cells))
+    Console().print(table)
+    memory = report.memory
+    click.echo(f"memories: {memory['built']} built in {memory['build_s']:.1f} s, {memory['cached']} from cache")
+
+
 # memory ---------------------------------------------------------------------
 @cli.group(cls=FriendlyGroup)
 def memory() -> None:

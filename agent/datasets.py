@@ -2,7 +2,8 @@
 
 Each loader yields ``Sample``s: one long document and its questions, with
 gold answers and, where the format has them, gold evidence as character
-spans of the document.
+spans of the document. ``load_needle`` builds its own: essays as a haystack
+with known facts planted at spread depths.
 """
 
 from __future__ import annotations
@@ -83,3 +84,74 @@ def split_longbench_prompt(prompt: str) -> tuple[str, str]:
     if len(paragraphs) > 2 and paragraphs[0].strip() == paragraphs[-1].strip():
         paragraphs = paragraphs[1:-1]  # the instruction framing the context, not part of it
     return "\n\n".join(paragraphs).strip(), question
+
+
+@dataclass(frozen=True)
+class Needle:
+    """A fact to plant in a haystack, its question, answer, and wrong answers to rank against."""
+
+    statement: str
+    question: str
+    answer: str
+    distractors: tuple[str, ...]
+
+
+NEEDLES = [
+    Needle("The access code for the north archive is 4721.", "What is the access code for the north archive?",
+         "4721", ("3816", "9054", "2267", "6139", "7408", "1592", "8375", "5643", "3920")),
+    Needle("The ferry to Lindholm leaves at 7:45 every morning.", "When does the ferry to Lindholm leave?",
+         "7:45", ("6:15", "8:30", "9:10", "5:50", "10:20", "11:05", "6:40", "8:55", "7:05")),
+    Needle("Marta's favourite instrument is the bassoon.", "What is Marta's favourite instrument?",
+         "the bassoon", ("the violin", "the harp", "the trumpet", "the cello", "the oboe", "the drums",
+                         "the flute", "the piano", "the clarinet")),
+    Needle("The blue warehouse stores exactly 380 bicycles.", "How many bicycles does the blue warehouse store?",
+         "380", ("120", "945", "610", "275", "830", "455", "190", "720", "560")),
+    Needle("The village of Ostrava Minor was founded in 1742.", "When was the village of Ostrava Minor founded?",
+         "1742", ("1815", "1690", "1903", "1777", "1654", "1866", "1721", "1598", "1930")),
+    Needle("The password for the greenhouse terminal is heron.", "What is the password for the greenhouse terminal?",
+         "heron", ("falcon", "otter", "maple", "comet", "willow", "badger", "quartz", "ember", "lynx")),
+    Needle("Doctor Ilse Varga keeps her spare key under the red flowerpot.",
+         "Where does Doctor Ilse Varga keep her spare key?",
+         "under the red flowerpot", ("in the mailbox", "above the door", "in her coat", "under the doormat",
+                                     "in the garage", "behind the clock", "in a drawer", "under the bench",
+                                     "in the shed")),
+    Needle("The night train from Ravel to Somme costs 64 euros.",
+         "How much does the night train from Ravel to Somme cost?",
+         "64 euros", ("12 euros", "99 euros", "37 euros", "150 euros", "48 euros", "75 euros", "23 euros",
+                      "81 euros", "56 euros")),
+    Needle("The lighthouse on Cape Morrow is painted green.", "What colour is the lighthouse on Cape Morrow?",
+         "green", ("red", "white", "yellow", "blue", "black", "orange", "purple", "grey", "brown")),
+    Needle("The chess club meets every Thursday in room 18.", "In which room does the chess club meet?",
+         "room 18", ("room 4", "room 31", "room 9", "room 42", "room 7", "room 26", "room 12", "room 55", "room 3")),
+]  # fmt: skip
+
+
+def load_needle(path: str | Path, limit: int | None = None, *, words: int = 6000, facts: int = 5) -> Iterator[Sample]:
+    """Haystacks of about ``words`` words from a folder of essays, each with ``facts`` planted facts.
+
+    Haystack ``n`` starts at the ``n``-th essay, so each one differs; a fact
+    goes between paragraphs at depths from 10% to 90%, and its span is the
+    gold evidence.
+    """
+    folder = Path(path)
+    files = sorted((folder / "essays" if (folder / "essays").is_dir() else folder).glob("*.txt"))
+    if not files:
+        raise ValueError(f"no essays (*.txt) under {folder}")
+    planted = NEEDLES[: max(1, min(facts, len(NEEDLES)))]
+    for n in range(len(files) if limit is None else min(limit, len(files))):
+        paragraphs: list[str] = []
+        count, i = 0, n
+        while count < words:
+            for paragraph in files[i % len(files)].read_text().split("\n\n"):
+                if paragraph.strip() and count < words:
+                    paragraphs.append(paragraph.strip())
+                    count += len(paragraph.split())
+            i += 1
+        depths = [int(len(paragraphs) * (0.1 + 0.8 * j / max(1, len(planted) - 1))) for j in range(len(planted))]
+        for depth, needle in reversed(list(zip(depths, planted, strict=True))):
+            paragraphs.insert(depth, needle.statement)
+        text, questions = "\n\n".join(paragraphs), []
+        for needle in planted:
+            at = text.index(needle.statement)
+            questions.append(Question(needle.question, [needle.answer], [(at, at + len(needle.statement))]))
+        yield Sample(f"needle-{n}", text, questions)

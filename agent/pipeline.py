@@ -140,14 +140,14 @@ def answer(
     rebuilt = [doc for doc, (_, fresh) in zip(docs, recalled, strict=True) if fresh]
     lap("rehydrate")
     if task == "qa":  # memory only: the most relevant document's memory drafts the answer
-        draft = _run(programs.draft_answer, LocalBackend(lm, memories[0]), question=question)["answer"]
+        draft = programs.execute(programs.draft_answer, LocalBackend(lm, memories[0]), question=question)["answer"]
         lap("answer")
         return Answer(draft.strip(), task, timings=timings, documents=docs[:1], rebuilt=rebuilt)
     clues: list[str] = []
     for memory in memories:
         backend = LocalBackend(lm, memory)
         if task == "summarize":
-            clues += programs.clean_lines(_run(programs.key_points, backend)["clues"])
+            clues += programs.clean_lines(programs.execute(programs.key_points, backend)["clues"])
         else:
             clues += programs.write_clues(backend, question).queries()
     lap("clues")
@@ -157,18 +157,11 @@ def answer(
     passages = programs.format_evidence([e.chunk.text for e in evidence])
     generator = generator_backend(lm, settings)
     if task == "summarize":
-        text = _run(programs.summary, generator, evidence=passages)["answer"]
+        text = programs.execute(programs.summary, generator, evidence=passages)["answer"]
     else:
-        text = _run(programs.answer, generator, question=question, evidence=passages)["answer"]
+        text = programs.execute(programs.answer, generator, question=question, evidence=passages)["answer"]
     lap("answer")
     return Answer(text.strip(), task, clues, evidence, timings, docs, rebuilt)
-
-
-def _run(program, backend, **arguments):
-    state = program.run(backend=backend, **arguments)
-    if state.error():
-        raise state.error()
-    return state
 
 
 def chat_prompt(lm: LoadedModel, user: str) -> list[int]:

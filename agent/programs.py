@@ -33,6 +33,10 @@ PROMPTS = {
         "Answer the question using only the evidence below. Be concise; if the evidence does not "
         "contain the answer, say so.\n\nEvidence:\n{evidence}\n\nQuestion: {question}"
     ),
+    "short_answer": (
+        "Answer the question using only the evidence below. Reply with the answer alone, in as few "
+        "words as possible, and nothing else.\n\nEvidence:\n{evidence}\n\nQuestion: {question}"
+    ),
     "summary": "Summarize the evidence below in a few sentences.\n\nEvidence:\n{evidence}",
 }
 
@@ -73,6 +77,13 @@ def answer(s, question: str, evidence: str, max_tokens: int = ANSWER_TOKENS):
 
 
 @sgl.function
+def short_answer(s, question: str, evidence: str, max_tokens: int = ANSWER_TOKENS):
+    """For short-answer benchmarks (LongBench asks for "only the answer" the same way)."""
+    s += sgl.user(PROMPTS["short_answer"].format(question=question, evidence=evidence))
+    s += sgl.assistant(sgl.gen("answer", max_tokens=max_tokens, temperature=0.0))
+
+
+@sgl.function
 def summary(s, evidence: str, max_tokens: int = 2 * ANSWER_TOKENS):
     s += sgl.user(PROMPTS["summary"].format(evidence=evidence))
     s += sgl.assistant(sgl.gen("answer", max_tokens=max_tokens, temperature=0.0))
@@ -108,6 +119,14 @@ def clean_lines(
         if len(kept) >= limit:
             break
     return kept
+
+
+def execute(program, backend, **arguments):
+    """Run one program on ``backend``; its error, if any, is raised instead of kept in the state."""
+    state = program.run(backend=backend, **arguments)
+    if state.error():
+        raise state.error()
+    return state
 
 
 def format_evidence(passages: Sequence[str]) -> str:

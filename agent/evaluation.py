@@ -1,0 +1,288 @@
+"""Evaluation: memorag against standard RAG, memory alone and full context, in one run.
+
+Every mode answers the same questions over the same documents with the same
+chunker, embedder, generator and k; only what reaches the generator differs:
+
+    rag      question -> top-k chunks -> answer            (standard RAG)
+    memorag  question + memory clues -> fused top-k -> answer
+    qa       the compressed memory alone drafts the answer
+    full     the document itself, cut in the middle to fit the window -> answer
+
+Memories are cached in the memory store under a key made of the document's
+hash and the memory settings, so a second mode or a second run reuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from agent import programs
+from agent.backends import LocalBackend, generator_backend
+from agent.datasets import Sample, load_leval, load_longbench, load_needle, load_qmsum
+from agent.memory.errors import MemoryProblem
+from agent.memory.types import GlobalMemory
+from agent.metrics import best_of, exact_match, gold_chunk_ids, hit_at_k, recall_at_k, rouge_l, token_f1
+from agent.models import LoadedModel
+from agent.pipeline import memorize, rehydrate, save_memory
+from agent.retrieval import Embedder, chunk_document, retrieve
+from agent.settings import Settings, get_settings
+from store.memories import MemoryNotFound, MemoryStore
+from store.vectors import VectorIndex
+
+MODES = ("rag", "memorag", "qa", "full")
+LOADERS = {"qmsum": load_qmsum, "leval": load_leval, "longbench": load_longbench, "needle": load_needle}
+# LongBench caps answers per task (32-128 tokens); long-form QMSum answers need more room.
+ANSWER_TOKENS = {"qmsum": 128, "leval": 64, "longbench": 64, "needle": 32}
+SHORT_ANSWERS = {"qmsum": False, "leval": True, "longbench": True, "needle": True}
+CACHE_KB = "_eval"
+
+
+def load_samples(fmt: str, path: str | Path, limit: int | None = None) -> list[Sample]:
+    """The first ``limit`` documents of a file (or essay folder) in format ``fmt``, with a clear error."""
+    if fmt not in LOADERS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(LOADERS)}")
+    try:
+        samples = list(LOADERS[fmt](path, limit=limit))
+    except (KeyError, TypeError, AttributeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not a {fmt} file ({type(exc).__name__}: {exc})") from exc
+    except (IsADirectoryError, FileNotFoundError) as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from exc
+    if not any(s.questions for s in samples):
+        raise ValueError(f"{path} holds no questions in the {fmt} format")
+    return samples
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    modes: tuple[str, ...] = MODES
+    k: int = 5
+    beta: int = 16
+    chunk_tokens: int = 256
+    overlap: int = 32
+    answer_tokens: int = 64
+    short_answers: bool = False  # ask for the answer alone (F1-scored sets) instead of a sentence or two
+    questions: int | None = None  # most questions per document
+    full_tokens: int | None = None  # document budget of `full`; None: the generator's window less the prompt
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.modes if m not in MODES]
+        if unknown or not self.modes:
+            raise ValueError(f"unknown mode(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(MODES)}")
+
+
+@dataclass
+class Outcome:
+    """One question answered in one mode."""
+
+    mode: str
+    doc_id: str
+    question: str
+    prediction: str
+    answers: list[str]
+    f1: float
+    em: float
+    rougeL: float
+    recall: float | None  # None where the mode retrieves nothing or there is no gold evidence
+    hit: float | None
+    latency_s: float
+    stages: dict[str, float] = field(default_factory=dict)
+    retrieved: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    dataset: str
+    config: EvalConfig
+    model: str
+    outcomes: list[Outcome] = field(default_factory=list)
+    memory: dict = field(default_factory=lambda: {"built": 0, "cached": 0, "build_s": 0.0})
+
+    def modes(self) -> dict[str, dict]:
+        k = self.config.k
+        table = {}
+        for mode in self.config.modes:
+            rows = [o for o in self.outcomes if o.mode == mode]
+            if not rows:
+                continue
+            recalls = [o.recall for o in rows if o.recall is not None]
+            hits = [o.hit for o in rows if o.hit is not None]
+            stages = {s for o in rows for s in o.stages}
+            table[mode] = {
+                "n": len(rows),
+                "f1": statistics.fmean(o.f1 for o in rows),
+                "em": statistics.fmean(o.em for o in rows),
+                "rougeL": statistics.fmean(o.rougeL for o in rows),
+                f"recall@{k}": statistics.fmean(recalls) if recalls else None,
+                f"hit@{k}": statistics.fmean(hits) if hits else None,
+                "latency_s": statistics.fmean(o.latency_s for o in rows),
+                "stages_s": {s: statistics.fmean(o.stages.get(s, 0.0) for o in rows) for s in sorted(stages)},
+            }
+        return table
+
+    def to_json(self) -> dict:
+        questions = {(o.doc_id, o.question) for o in self.outcomes}
+        return {
+            "dataset": self.dataset,
+            "n": len(questions),
+            "documents": len({doc for doc, _ in questions}),
+            "model": self.model,
+            "config": asdict(self.config),
+            "memory": self.memory,
+            "modes": self.modes(),
+            "date": time.strftime("%Y-%m-%d"),
+            "outcomes": [asdict(o) for o in self.outcomes],
+        }
+
+
+Progress = Callable[[str, int, int], None]  # (what is happening, units done, units in all)
+
+
+class Harness:
+    """Shared pieces of every mode: one index, one embedder, one generator, one k."""
+
+    def __init__(
+        self, lm: LoadedModel, embedder: Embedder, index: VectorIndex, store: MemoryStore,
+        config: EvalConfig, settings: Settings | None = None,
+    ) -> None:  # fmt: skip
+        self.lm, self.embedder, self.index, self.store = lm, embedder, index, store
+        self.config = config
+        self.settings = settings or get_settings()
+        self.generator = generator_backend(lm, self.settings)
+        self.answer_program = programs.short_answer if config.short_answers else programs.answer
+
+    # documents -------------------------------------------------------------
+    def memory_key(self, text: str) -> str:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:20]
+        s = self.settings
+        return f"{digest}-b{self.config.beta}-w{s.window}-{s.scorer}"
+
+    def memory_for(self, sample: Sample, report: Report, on_progress: Callable[[int, int], None] | None = None):
+        """The sample's memory from the cache, or formed now (and cached) when missing or stale."""
+        key = self.memory_key(sample.text)
+        try:
+            memory = rehydrate(self.store, CACHE_KB, key, self.lm)
+            report.memory["cached"] += 1
+            return memory
+        except (MemoryNotFound, MemoryProblem):
+            pass
+        started = time.perf_counter()
+        memory = memorize(self.lm, sample.text, settings=self.settings, beta=self.config.beta, on_progress=on_progress)
+        report.memory["build_s"] += time.perf_counter() - started
+        report.memory["built"] += 1
+        save_memory(self.store, CACHE_KB, key, memory)
+        return memory
+
+    def index_document(self, sample: Sample) -> tuple[str, list]:
+        kb = f"{CACHE_KB}-{self.memory_key(sample.text).split('-')[0]}"
+        chunks = chunk_document(sample.doc_id, sample.text, self.lm.tokenizer, self.config.chunk_tokens,
+                                self.config.overlap)  # fmt: skip
+        self.index.drop(kb)
+        self.index.upsert(kb, chunks, self.embedder.encode([c.text for c in chunks]))
+        return kb, chunks
+
+    def full_context(self, text: str, question: str) -> str:
+        """The document cut in the middle to what fits the generator's window, as LongBench does."""
+        budget = self.config.full_tokens
+        if budget is None:
+            frame = programs.PROMPTS[self.answer_program.func.__name__].format(question=question, evidence="")
+            overhead = len(self.lm.tokenizer(frame, add_special_tokens=False)["input_ids"]) + 64
+            budget = self.lm.max_positions - self.config.answer_tokens - overhead
+        return truncate_middle(self.lm.tokenizer, text, budget)
+
+    # modes -----------------------------------------------------------------
+    def ask(self, mode: str, sample: Sample, question, kb: str, chunks: list, memory: GlobalMemory | None) -> Outcome:
+        stages: dict[str, float] = {}
+        clock = [time.perf_counter()]
+
+        def lap(stage: str) -> None:
+            now = time.perf_counter()
+            stages[stage] = now - clock[0]
+            clock[0] = now
+
+        retrieved: list[str] = []
+        if mode == "qa":
+            prediction = programs.execute(programs.draft_answer, LocalBackend(self.lm, memory), question=question.text,
+                              max_tokens=self.config.answer_tokens)["answer"]  # fmt: skip
+            lap("answer")
+        else:
+            if mode == "full":
+                evidence = self.full_context(sample.text, question.text)
+            else:
+                clues: list[str] = []
+                if mode == "memorag":
+                    clues = programs.write_clues(LocalBackend(self.lm, memory), question.text).queries()
+                    lap("clues")
+                found = retrieve(self.index, self.embedder, kb, question.text, clues, k=self.config.k)
+                retrieved = [e.chunk.id for e in found]
+                evidence = programs.format_evidence([e.chunk.text for e in found])
+                lap("retrieval")
+            prediction = programs.execute(
+                self.answer_program, self.generator, question=question.text, evidence=evidence,
+                max_tokens=self.config.answer_tokens,
+            )["answer"]  # fmt: skip
+            lap("answer")
+        prediction = prediction.strip()
+        gold = gold_chunk_ids(chunks, question.evidence) if mode in ("rag", "memorag") else set()
+        k = self.config.k
+        return Outcome(
+            mode=mode, doc_id=sample.doc_id, question=question.text, prediction=prediction,
+            answers=list(question.answers),
+            f1=best_of(token_f1, prediction, question.answers),
+            em=best_of(exact_match, prediction, question.answers),
+            rougeL=best_of(rouge_l, prediction, question.answers),
+            recall=recall_at_k(gold, retrieved, k) if gold else None,
+            hit=hit_at_k(gold, retrieved, k) if gold else None,
+            latency_s=sum(stages.values()), stages=stages, retrieved=retrieved,
+        )  # fmt: skip
+
+    def evaluate(self, dataset: str, samples: Iterable[Sample], on_progress: Progress | None = None) -> Report:
+        samples = list(samples)
+        report = Report(dataset, self.config, self.lm.name)
+        total = sum(len(self._questions(s)) for s in samples) * len(self.config.modes)
+        done = 0
+
+        def say(what: str) -> None:
+            if on_progress:
+                on_progress(what, done, total)
+
+        needs_memory = any(m in ("memorag", "qa") for m in self.config.modes)
+        for sample in samples:
+            questions = self._questions(sample)
+            if not questions:
+                continue
+            say(f"{sample.doc_id}: indexing")
+            kb, chunks = self.index_document(sample)
+            memory = None
+            if needs_memory:
+                say(f"{sample.doc_id}: memory")
+                memory = self.memory_for(
+                    sample, report, lambda a, b, doc=sample.doc_id: say(f"{doc}: memory {100 * a // max(1, b)}%")
+                )
+            try:
+                for question in questions:
+                    for mode in self.config.modes:
+                        say(f"{sample.doc_id}: {mode}")
+                        report.outcomes.append(self.ask(mode, sample, question, kb, chunks, memory))
+                        done += 1
+            finally:
+                self.index.drop(kb)
+        say("done")
+        return report
+
+    def _questions(self, sample: Sample) -> list:
+        return sample.questions[: self.config.questions] if self.config.questions else list(sample.questions)
+
+
+def truncate_middle(tokenizer, text: str, budget: int) -> str:
+    """Keep the first and last ``budget // 2`` tokens of ``text`` when it is longer than ``budget``."""
+    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+    if len(ids) <= budget:
+        return text
+    half = max(1, budget // 2)
+    return tokenizer.decode(ids[:half]) + tokenizer.decode(ids[-half:])
