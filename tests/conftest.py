@@ -32,12 +32,10 @@ def redis_client(valkey_url):
     client.close()
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
+def _tiny_llama(path: Path, max_positions: int) -> Path:
     """A randomly initialised 2-layer llama with the default model's tokenizer."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    path = tmp_path_factory.mktemp("tiny-llama")
     tokenizer = AutoTokenizer.from_pretrained(_default_dir())
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -46,7 +44,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=max_positions,
         rope_theta=10000.0,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -55,6 +53,23 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random llama with a short (512) position range, to exercise long-document limits."""
+    return _tiny_llama(tmp_path_factory.mktemp("tiny-llama"), 512)
+
+
+@pytest.fixture(scope="session")
+def tiny_long_model_dir(tmp_path_factory) -> Path:
+    """The same tiny llama with the default model's 8,192 positions, for whole-pipeline runs."""
+    return _tiny_llama(tmp_path_factory.mktemp("tiny-llama-8k"), 8192)
+
+
+@pytest.fixture(scope="session")
+def tiny_long_lm(tiny_long_model_dir):
+    return load_model(str(tiny_long_model_dir), dtype="fp32", device="cpu")
 
 
 @pytest.fixture(scope="session")
