@@ -18,6 +18,7 @@ from sglang.lang.chat_template import ChatTemplate, get_chat_template, get_chat_
 from sglang.lang.choices import ChoicesDecision, ChoicesSamplingMethod, token_length_normalized
 from sglang.lang.ir import SglSamplingParams
 
+from agent import adapters
 from agent.memory.decoding import SamplingParams, stream_generate, token_logprobs
 from agent.memory.types import GlobalMemory
 from agent.models import LoadedModel
@@ -94,6 +95,8 @@ class LocalBackend(BaseBackend):
         *,
         repetition_penalty: float = 1.15,
         no_repeat_ngram: int = 6,
+        adapter: bool = False,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         if memory is not None:
@@ -102,6 +105,9 @@ class LocalBackend(BaseBackend):
         self.memory = memory
         self.repetition_penalty = repetition_penalty
         self.no_repeat_ngram = no_repeat_ngram
+        self.adapter = adapter  # write with the clue adapter, when one is loaded
+        self.seed = seed  # sampled generations are reproducible: call i uses seed + i
+        self._calls = 0
         self.chat_template = chat_template_from_tokenizer(lm.tokenizer, lm.name)
         self.is_chat_model = False
         self._lock = _lock_for(lm)
@@ -109,8 +115,16 @@ class LocalBackend(BaseBackend):
     def with_memory(self, memory: GlobalMemory | None) -> LocalBackend:
         """The same model bound to another memory (cheap: nothing is copied)."""
         return LocalBackend(
-            self.lm, memory, repetition_penalty=self.repetition_penalty, no_repeat_ngram=self.no_repeat_ngram
-        )
+            self.lm, memory, repetition_penalty=self.repetition_penalty, no_repeat_ngram=self.no_repeat_ngram,
+            adapter=self.adapter, seed=self.seed,
+        )  # fmt: skip
+
+    def with_adapter(self, on: bool = True) -> LocalBackend:
+        """The same model and memory, writing with (or without) the clue adapter."""
+        return LocalBackend(
+            self.lm, self.memory, repetition_penalty=self.repetition_penalty, no_repeat_ngram=self.no_repeat_ngram,
+            adapter=on, seed=self.seed,
+        )  # fmt: skip
 
     def get_model_name(self) -> str:
         return self.lm.name
@@ -128,6 +142,7 @@ class LocalBackend(BaseBackend):
             stop=tuple(s for s in stop if s),
             repetition_penalty=self.repetition_penalty,
             no_repeat_ngram=self.no_repeat_ngram,
+            seed=None if self.seed is None else self.seed + self._calls,
         )
 
     def generate(self, s, sampling_params: SglSamplingParams):
@@ -139,8 +154,9 @@ class LocalBackend(BaseBackend):
     def generate_stream(self, s, sampling_params: SglSamplingParams) -> Iterator[tuple[str, dict]]:
         prompt = self._ids(s.text_)
         params = self._params(sampling_params)
+        self._calls += 1
         produced = ""
-        with self._lock:
+        with self._lock, adapters.active(self.lm, self.adapter):
             for piece in stream_generate(self.lm, self.memory, prompt, params):
                 produced += piece
                 yield piece, {"prompt_tokens": len(prompt), "completion_tokens": len(self._ids(produced))}
@@ -157,7 +173,7 @@ class LocalBackend(BaseBackend):
             raise ValueError("LocalBackend.select does not compute unconditional log-probabilities")
         prompt = self._ids(s.text_)
         per_choice: list[list[tuple[float, int, None]]] = []
-        with self._lock:
+        with self._lock, adapters.active(self.lm, self.adapter):
             for choice in choices:
                 ids = self._ids(choice)
                 lps = token_logprobs(self.lm, self.memory, prompt, ids)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from agent import programs
+from agent import adapters, programs
 from agent.backends import LocalBackend, generator_backend
 from agent.memory.errors import MemoryProblem
 from agent.memory.formation import form_memory, tokenize_document
@@ -41,6 +41,7 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)
     documents: list[str] = field(default_factory=list)  # whose memories wrote the clues
     rebuilt: list[str] = field(default_factory=list)  # memories rebuilt from text on the way
+    adapter_version: str | None = None  # the clue adapter that wrote the evidence spans (None: base model)
 
 
 def memorize(
@@ -161,7 +162,7 @@ def answer(
     else:
         text = programs.execute(programs.answer, generator, question=question, evidence=passages)["answer"]
     lap("answer")
-    return Answer(text.strip(), task, clues, evidence, timings, docs, rebuilt)
+    return Answer(text.strip(), task, clues, evidence, timings, docs, rebuilt, adapters.loaded_version(lm))
 
 
 def chat_prompt(lm: LoadedModel, user: str) -> list[int]:

@@ -147,9 +147,15 @@ class Clues:
         return [*self.spans, *self.questions, *draft]
 
 
-def write_clues(backend, question: str, *, temperature: float = 0.0) -> Clues:
-    """Run the three clue programs on a memory-bound backend."""
-    spans = recall_spans.run(question=question, temperature=temperature, backend=backend)
+def write_clues(backend, question: str, *, temperature: float = 0.0, adapter: bool = True) -> Clues:
+    """Run the three clue programs on a memory-bound backend.
+
+    The evidence spans are what RLGF trains, so they are written with the clue
+    adapter when one is loaded (``adapter=False`` forces the base model); the
+    sharper questions and the draft come from the base model.
+    """
+    spans_backend = backend.with_adapter(adapter) if hasattr(backend, "with_adapter") else backend
+    spans = recall_spans.run(question=question, temperature=temperature, backend=spans_backend)
     questions = surrogate_questions.run(question=question, temperature=temperature, backend=backend)
     draft = draft_answer.run(question=question, temperature=temperature, backend=backend)
     for state in (spans, questions, draft):

@@ -32,7 +32,7 @@ def redis_client(valkey_url):
     client.close()
 
 
-def _tiny_llama(path: Path, max_positions: int) -> Path:
+def _tiny_llama(path: Path, max_positions: int, **extra) -> Path:
     """A randomly initialised 2-layer llama with the default model's tokenizer."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -48,6 +48,7 @@ def _tiny_llama(path: Path, max_positions: int) -> Path:
         rope_theta=10000.0,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
+        **extra,
     )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(path)
@@ -65,6 +66,13 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def tiny_long_model_dir(tmp_path_factory) -> Path:
     """The same tiny llama with the default model's 8,192 positions, for whole-pipeline runs."""
     return _tiny_llama(tmp_path_factory.mktemp("tiny-llama-8k"), 8192)
+
+
+@pytest.fixture(scope="session")
+def trainable_model_dir(tmp_path_factory) -> Path:
+    """A tiny llama whose random weights are large enough for a LoRA to make sharp predictions
+    (at the usual 0.02 init its logits barely move from uniform, whatever the adapter learns)."""
+    return _tiny_llama(tmp_path_factory.mktemp("tiny-llama-trainable"), 8192, initializer_range=0.2)
 
 
 @pytest.fixture(scope="session")

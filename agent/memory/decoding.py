@@ -131,15 +131,30 @@ def token_logprobs(
     """Log-probability of each token of ``continuation_ids`` after memory + prompt."""
     if not continuation_ids:
         return []
+    return logprobs_tensor(lm, memory, prompt_ids, continuation_ids).tolist()
+
+
+def logprobs_tensor(
+    lm: LoadedModel,
+    memory: GlobalMemory | None,
+    prompt_ids: Sequence[int],
+    continuation_ids: Sequence[int],
+) -> torch.Tensor:
+    """Per-token log-probabilities of the continuation, differentiable outside inference mode.
+
+    The memory is a fixed prefix: its keys and values are constants, so a
+    gradient reaches only what computes the prompt and continuation (a LoRA
+    adapter, when one is trained).
+    """
     if not prompt_ids:  # logits for the first continuation token come from the last prompt token
         raise ValueError("scoring needs at least one prompt token")
     cache, offset = _context(lm, memory)
     ids = torch.tensor([list(prompt_ids) + list(continuation_ids)], dtype=torch.long, device=lm.device)
     positions = torch.arange(offset, offset + ids.shape[1], device=lm.device)[None]
     n = len(continuation_ids)
-    logits = lm.model(input_ids=ids, position_ids=positions, cache=cache, use_cache=True).logits
-    logprobs = logits[0, -n - 1 : -1].float().log_softmax(-1)
-    return logprobs.gather(-1, ids[0, -n:, None]).squeeze(-1).tolist()
+    logits = lm.model(input_ids=ids, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=n + 1).logits
+    logprobs = logits[0, :-1].float().log_softmax(-1)
+    return logprobs.gather(-1, ids[0, -n:, None]).squeeze(-1)
 
 
 def continuation_logprob(
