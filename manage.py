@@ -33,10 +33,11 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from agent.documents import BadDocument
     from agent.memory.errors import MemoryProblem
     from agent.models import ModelUnavailable
+    from store.adapters import AdapterNotFound
     from store.memories import MemoryNotFound
     from store.redis import StoreUnavailable
 
-    return (BadDocument, MemoryProblem, ModelUnavailable, MemoryNotFound, StoreUnavailable, ValueError)
+    return (BadDocument, MemoryProblem, ModelUnavailable, MemoryNotFound, AdapterNotFound, StoreUnavailable, ValueError)
 
 
 class FriendlyGroup(click.Group):
@@ -348,47 +349,63 @@ def ingest(kb_name: str, files: tuple[Path, ...], wait: bool) -> None:
     Each file becomes a document with its own memory; a file whose content the
     knowledge base already holds is not added twice. Prints document ids at once.
     """
+    from agent.documents import read_document
+    from store import db
+
+    settings = get_settings()
+    texts = [(path.name, read_document(path, settings.max_document_mb)) for path in files]  # all checked first
+    with db.session() as s:
+        base = _kb(s, kb_name)
+    _require_worker("memory")
+    queued = _queue_documents(base.id, kb_name, texts)
+    if wait and queued:
+        _follow_ingestion(queued)
+
+
+def _queue_documents(
+    kb_id: int, kb_name: str, texts: list[tuple[str, str]], echo: bool = True
+) -> list[tuple[int, str]]:
+    """Add (name, text) documents to a knowledge base and send their ingestion; returns those not yet ready.
+
+    A text the knowledge base already holds is not added twice (one still queued
+    is sent again: the job is idempotent, a lost message is not).
+    """
     import hashlib
 
     from sqlmodel import select
 
-    from agent.documents import read_document
     from store import db
     from workers.tasks import ingest as ingest_task
 
-    settings = get_settings()
-    texts = [(path, read_document(path, settings.max_document_mb)) for path in files]  # all checked before any work
-    with db.session() as s:
-        base = _kb(s, kb_name)
-    _require_worker("memory")
     queued: list[tuple[int, str]] = []
     resend: list[tuple[int, str]] = []
-    for path, text in texts:
+    for name, text in texts:
         digest = hashlib.sha256(text.encode()).hexdigest()
         with db.session() as s:
             doc = s.exec(
-                select(db.Document).where(db.Document.kb_id == base.id, db.Document.content_hash == digest)
+                select(db.Document).where(db.Document.kb_id == kb_id, db.Document.content_hash == digest)
             ).first()
             if doc is not None and doc.status != db.Status.failed:
-                click.echo(f"{doc.public_id}\t{path.name}\talready in {kb_name} as {doc.name} ({doc.status})")
-                if doc.status == db.Status.queued:  # send again: the job is idempotent, a lost message is not
+                if echo:
+                    click.echo(f"{doc.public_id}\t{name}\talready in {kb_name} as {doc.name} ({doc.status})")
+                if doc.status == db.Status.queued:
                     doc.task_id = uuid.uuid4().hex
                     resend.append((doc.id, doc.task_id))
                 if doc.status != db.Status.ready:
-                    queued.append((doc.id, path.name))
+                    queued.append((doc.id, name))
                 continue
-            doc = doc or db.Document(kb_id=base.id, name=path.name, text=text, content_hash=digest)
+            doc = doc or db.Document(kb_id=kb_id, name=name, text=text, content_hash=digest)
             doc.status, doc.error = db.Status.queued, None
             doc.task_id = uuid.uuid4().hex
             s.add(doc)
             s.flush()
             resend.append((doc.id, doc.task_id))
-        queued.append((doc.id, path.name))
-        click.echo(f"d{doc.id}\t{path.name}\tqueued")
+        queued.append((doc.id, name))
+        if echo:
+            click.echo(f"d{doc.id}\t{name}\tqueued")
     for doc_id, task_id in resend:  # only after the rows are committed, or a fast worker finds none
         ingest_task.apply_async(args=[doc_id], task_id=task_id)
-    if wait and queued:
-        _follow_ingestion(queued)
+    return queued
 
 
 def _follow_ingestion(docs: list[tuple[int, str]]) -> None:
@@ -599,12 +616,31 @@ def result(ident: str, as_json: bool) -> None:
     _print_result(_existing_query(ident), as_json)
 
 
-@cli.command()
+class FeedbackGroup(FriendlyGroup):
+    """``feedback ID --good`` stays short: an id where a subcommand would be means ``feedback give``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["give", *args]
+        return super().parse_args(ctx, args)
+
+
+@cli.group(cls=FeedbackGroup)
+def feedback() -> None:
+    """Rate answers (feedback ID --good|--bad [--answer TEXT]) or import labelled data; both retrain clues.
+
+    \b
+    python manage.py feedback q12 --bad --answer "They postponed it"
+    python manage.py feedback import ../shared/data/qmsum/train.jsonl --format qmsum --kb meetings
+    """
+
+
+@feedback.command("give")
 @click.argument("ident", metavar="ID")
 @click.option("--good/--bad", "good", default=None, help="Was the answer right?")
 @click.option("--answer", "corrected", default=None, help="The correct answer, when it was wrong.")
 @click.option("--comment", default=None, help="Anything else worth keeping.")
-def feedback(ident: str, good: bool | None, corrected: str | None, comment: str | None) -> None:
+def feedback_give(ident: str, good: bool | None, corrected: str | None, comment: str | None) -> None:
     """Rate the answer to query ID; ratings and corrections retrain the clue writer."""
     from store import db
 
@@ -617,6 +653,134 @@ def feedback(ident: str, good: bool | None, corrected: str | None, comment: str 
         s.flush()
         row_id = row.id
     click.echo(f"feedback {row_id} stored for {ident}")
+
+
+@feedback.command("import")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["qmsum", "leval"]), required=True)
+@click.option("--kb", "kb_name", required=True, help="Knowledge base to hold the documents (created if missing).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N documents.")
+@click.option("--wait", is_flag=True, help="Show ingestion progress until every document is ready.")
+def feedback_import(path: Path, fmt: str, kb_name: str, limit: int | None, wait: bool) -> None:
+    """Seed KB's feedback from a labelled dataset: its documents are ingested, each question becomes a
+    query with its gold answer (and gold evidence spans, where the format has them) as a correction.
+    Importing the same file again adds nothing twice."""
+    import hashlib
+
+    from sqlmodel import select
+
+    from agent.evaluation import load_samples
+    from store import db
+
+    samples = load_samples(fmt, path, limit)
+    with db.session() as s:
+        base = s.exec(select(db.KnowledgeBase).where(db.KnowledgeBase.name == kb_name)).first()
+        if base is None:
+            base = db.KnowledgeBase(name=kb_name, description=f"imported from {path.name}")
+            s.add(base)
+            s.flush()
+    _require_worker("memory")
+    queued = _queue_documents(base.id, kb_name, [(f"{x.doc_id}.txt", x.text) for x in samples], echo=False)
+    added = skipped = 0
+    for sample in samples:
+        with db.session() as s:
+            digest = hashlib.sha256(sample.text.encode()).hexdigest()
+            doc = s.exec(
+                select(db.Document).where(db.Document.kb_id == base.id, db.Document.content_hash == digest)
+            ).one()
+            for q in sample.questions:
+                known = s.exec(
+                    select(db.Feedback.id).join(db.Query, db.Feedback.query_id == db.Query.id)
+                    .where(db.Query.kb_id == base.id, db.Query.text == q.text, db.Feedback.source == fmt)
+                ).first()  # fmt: skip
+                if known is not None:
+                    skipped += 1
+                    continue
+                query = db.Query(kb_id=base.id, text=q.text, status=db.Status.done)
+                s.add(query)
+                s.flush()
+                spans = [{"document": doc.id, "start": a, "end": b} for a, b in q.evidence]
+                s.add(db.Feedback(query_id=query.id, rating=-1, corrected_answer=q.answers[0], source=fmt,
+                                  evidence=spans))  # fmt: skip
+                added += 1
+    click.echo(f"{added} feedback rows imported into {kb_name} ({skipped} already there), "
+               f"{len(samples)} documents ({len(queued)} being ingested)")  # fmt: skip
+    if wait and queued:
+        _follow_ingestion(queued)
+
+
+# training -------------------------------------------------------------------
+@cli.command()
+@click.option("--wait", is_flag=True, help="Follow the run and print its decision.")
+@click.option("--force/--if-enough", default=True, show_default=True,
+              help="Train now, or only once MEMORAG_RETRAIN_MIN_FEEDBACK new rows arrived (as beat does).")  # fmt: skip
+def retrain(wait: bool, force: bool) -> None:
+    """Retrain the clue writer from feedback now, on a worker serving the train queue."""
+    from workers.app import configure
+    from workers.tasks import retrain as retrain_task
+
+    configure()
+    _require_worker("train")
+    handle = retrain_task.apply_async(kwargs={"force": force})
+    click.echo(f"retraining sent (task {handle.id})")
+    if not wait:
+        click.echo("follow it with 'python manage.py adapters list'")
+        return
+    with progress() as bar:
+        task = bar.add_task("queued", total=None)
+        while not handle.ready():
+            info = handle.info
+            if isinstance(info, dict) and "stage" in info:
+                bar.update(task, description=info["stage"], completed=info["done"], total=info["total"] or None)
+            time.sleep(0.5)
+    if handle.failed():
+        raise Failure(f"retraining failed: {handle.result}")
+    outcome = handle.result
+    if outcome.get("status") == "skipped":
+        click.echo(f"skipped: {outcome['new_feedback']} new feedback rows, {outcome['needed']} needed")
+    else:
+        click.echo(f"run {outcome['run']}: {outcome['version']} {outcome['decision']} ({outcome['reason']})")
+
+
+@cli.group(cls=FriendlyGroup)
+def adapters() -> None:
+    """Clue-writer adapters trained from feedback: list, promote, roll back."""
+
+
+def _registry():
+    from store.adapters import AdapterRegistry
+    from store.redis import connect
+
+    return AdapterRegistry(connect(settings=get_settings()))
+
+
+@adapters.command("list")
+def adapters_list() -> None:
+    """Every adapter version with its held-out metrics; * marks the promoted one."""
+    registry = _registry()
+    rows = registry.versions()
+    if not rows:
+        click.echo("no adapters yet: import or give feedback, then 'python manage.py retrain'")
+        return
+    for row in rows:
+        metrics = ", ".join(f"{k} {v:.3f}" for k, v in row.metrics.items() if isinstance(v, float) and k != "n")
+        click.echo(f"{'*' if row.promoted else ' '} {row.version}\t{row.created_at:%Y-%m-%d %H:%M}\t{metrics}")
+    click.echo(f"promoted: {registry.promoted() or 'none (base model writes clues)'}")
+
+
+@adapters.command("promote")
+@click.argument("version")
+def adapters_promote(version: str) -> None:
+    """Make VERSION the clue adapter every worker uses from its next query."""
+    _registry().promote(version)
+    click.echo(f"promoted {version}")
+
+
+@adapters.command("rollback")
+def adapters_rollback() -> None:
+    """Go back to the adapter promoted before the current one (or to none)."""
+    now = _registry().rollback()
+    click.echo(f"promoted: {now or 'none (base model writes clues)'}")
 
 
 # evaluation -----------------------------------------------------------------

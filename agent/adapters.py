@@ -102,9 +102,11 @@ def portable_name(name: str) -> str:
     return name.replace(f".{SLOT}.", ".")
 
 
-def load(lm: LoadedModel, weights: dict[str, torch.Tensor], version: str | None) -> None:
+def load(lm: LoadedModel, weights: dict[str, torch.Tensor], version: str | None, spec: LoraSpec | None = None) -> None:
     """Put ``weights`` in the slot and mark it as ``version`` (the hot swap)."""
-    ensure_slot(lm, _spec_of(lm))
+    ensure_slot(lm, spec or spec_of(lm))
+    if spec is not None and spec != spec_of(lm):
+        raise AdapterMismatch(f"adapter shape {spec} does not fit this model's LoRA slot {spec_of(lm)}")
     params = {portable_name(n): p for n, p in trainable_parameters(lm).items()}
     if set(weights) != set(params):
         raise AdapterMismatch("adapter weights do not fit this model's LoRA slot (another base model or rank)")
@@ -134,7 +136,7 @@ def mark(lm: LoadedModel, version: str | None) -> None:
     _loaded[id(lm.model)] = version
 
 
-def _spec_of(lm: LoadedModel) -> LoraSpec:
+def spec_of(lm: LoadedModel) -> LoraSpec:
     return getattr(lm.model, "_memorag_lora", LoraSpec())
 
 
@@ -146,8 +148,8 @@ def to_bytes(
     return save_tensors({k: v.contiguous() for k, v in weights.items()}, metadata=meta)
 
 
-def from_bytes(data: bytes, *, base_fingerprint: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """Weights and info of a stored adapter; refuses one made for another base model."""
+def from_bytes(data: bytes, *, base_fingerprint: str) -> tuple[dict[str, torch.Tensor], LoraSpec, dict]:
+    """Weights, LoRA shape and info of a stored adapter; refuses one made for another base model."""
     weights = load_tensors(data)
     meta = _metadata(data)
     if meta.get("format") != FORMAT:
@@ -156,7 +158,8 @@ def from_bytes(data: bytes, *, base_fingerprint: str) -> tuple[dict[str, torch.T
         raise AdapterMismatch(
             f"adapter made for model {meta.get('base_fingerprint')}, this worker runs {base_fingerprint}"
         )
-    return weights, json.loads(meta.get("info", "{}"))
+    spec = json.loads(meta["spec"])
+    return weights, LoraSpec(spec["rank"], spec["alpha"], tuple(spec["targets"])), json.loads(meta.get("info", "{}"))
 
 
 def _metadata(data: bytes) -> dict:

@@ -41,6 +41,15 @@ class Settings:
     task_timeout_s: int = field(default_factory=lambda: int(_env("TASK_TIMEOUT_S", "7200")))
     route_docs: int = field(default_factory=lambda: int(_env("ROUTE_DOCS", "3")))
     top_k: int = field(default_factory=lambda: int(_env("TOP_K", "5")))
+    # RLGF: beat runs `retrain` this often; it trains only when this much new feedback arrived.
+    retrain_interval_s: int = field(default_factory=lambda: int(_env("RETRAIN_INTERVAL", "3600")))
+    retrain_min_feedback: int = field(default_factory=lambda: int(_env("RETRAIN_MIN_FEEDBACK", "20")))
+    rlgf_candidates: int = field(default_factory=lambda: int(_env("RLGF_CANDIDATES", "4")))
+    rlgf_steps: int = field(default_factory=lambda: int(_env("RLGF_STEPS", "40")))
+    rlgf_sft_steps: int = field(default_factory=lambda: int(_env("RLGF_SFT_STEPS", "20")))
+    rlgf_budget_s: float = field(default_factory=lambda: float(_env("RLGF_BUDGET_S", "1800")))
+    rlgf_heldout: float = field(default_factory=lambda: float(_env("RLGF_HELDOUT", "0.2")))
+    gate_margin: float = field(default_factory=lambda: float(_env("GATE_MARGIN", "0.01")))
 
     @property
     def models_dir(self) -> Path:

@@ -121,6 +121,8 @@ class Feedback(SQLModel, table=True):
     corrected_answer: str | None = Field(default=None, sa_column=Column(Text))
     comment: str | None = Field(default=None, sa_column=Column(Text))
     source: str = "user"  # "user", or the dataset a row was imported from
+    # Gold evidence where known (imported datasets): [{"document": id, "start": char, "end": char}, ...]
+    evidence: list[dict[str, int]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -116,8 +116,8 @@ def test_the_slot_is_off_for_memories_and_answers_and_swaps_by_weights(corpus):
         changed = token_logprobs(lm, memory, prompt, [42, 43])
     assert changed != pytest.approx(before)
     data = adapters.to_bytes(adapters.state(lm), base_fingerprint=lm.fingerprint, spec=adapters.LoraSpec())
-    loaded, _ = adapters.from_bytes(data, base_fingerprint=lm.fingerprint)
-    assert all(torch.equal(loaded[n], weights[n]) for n in weights)
+    loaded, spec, _ = adapters.from_bytes(data, base_fingerprint=lm.fingerprint)
+    assert all(torch.equal(loaded[n], weights[n]) for n in weights) and spec == adapters.spec_of(lm)
     with pytest.raises(adapters.AdapterMismatch):
         adapters.from_bytes(data, base_fingerprint="another-model")
     adapters.clear(lm)

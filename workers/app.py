@@ -55,6 +55,10 @@ def celery_config(settings: Settings) -> dict:
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
         "timezone": "UTC",
+        # `manage.py beat`: retrain on the train queue; the task itself skips when feedback is scarce.
+        "beat_schedule": {
+            "retrain": {"task": "memorag.retrain", "schedule": float(settings.retrain_interval_s), "args": ()},
+        },
     }
 
 

@@ -6,6 +6,7 @@ died), it leaves the same rows, chunks and memory as running once.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from store.redis import StoreUnavailable
 from workers.runtime import runtime
 
 Progress = Callable[[str, int, int], None]  # stage, done, total
+log = logging.getLogger(__name__)
 
 
 def doc_key(document_id: int) -> str:
@@ -71,6 +73,31 @@ def ingest_document(document_id: int, on_progress: Progress | None = None) -> di
         return _summary(doc)
 
 
+def sync_adapter(rt=None) -> str | None:
+    """Load the promoted clue adapter if it is not the one in the slot (the hot swap between tasks)."""
+    from agent import adapters
+    from store.adapters import AdapterRegistry
+
+    rt = rt or runtime()
+    wanted = AdapterRegistry(rt.memories.client).promoted()
+    lm = rt.lm
+    if wanted == adapters.loaded_version(lm):
+        return wanted
+    if wanted is None:
+        adapters.clear(lm)
+        return None
+    try:
+        weights, spec, _ = adapters.from_bytes(AdapterRegistry(rt.memories.client).weights(wanted),
+                                               base_fingerprint=lm.fingerprint)  # fmt: skip
+        adapters.load(lm, weights, wanted, spec)
+    except adapters.AdapterMismatch as exc:  # another model's adapter: answer with the base model
+        log.warning("not using adapter %s: %s", wanted, exc)
+        adapters.clear(lm)
+        return None
+    log.info("clue adapter %s loaded", wanted)
+    return wanted
+
+
 def answer_query(query_id: int) -> dict[str, Any]:
     """Answer the query from its knowledge base's ready documents and store the Answer row."""
     rt = runtime()
@@ -93,6 +120,7 @@ def answer_query(query_id: int) -> dict[str, Any]:
         s.add(query)
         question, task, scope = query.text, query.task, kb.name
     with _failures_recorded(Query, query_id):
+        sync_adapter(rt)
         result = pipeline.answer(
             rt.lm, rt.embedder, rt.memories, rt.index, scope, [doc_key(i) for i in ready], question,
             task=task, k=rt.settings.top_k, settings=rt.settings, text_of=_document_text,
@@ -111,6 +139,7 @@ def answer_query(query_id: int) -> dict[str, Any]:
         ]  # fmt: skip
         row.model, row.model_fingerprint = rt.lm.name, rt.lm.fingerprint
         row.generator = rt.settings.generator_url or f"local:{rt.lm.name}"
+        row.adapter_version = result.adapter_version
         s.add(row)
         query = s.get(Query, query_id)
         if query is not None:

@@ -36,6 +36,17 @@ def answer(self: Task, query_id: int) -> dict:
     return jobs.answer_query(query_id)
 
 
+@app.task(name="memorag.retrain", bind=True, **RETRY)
+def retrain(self: Task, force: bool = False) -> dict:
+    from workers.retrain import retrain as run
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if self.request.id and not self.request.is_eager:
+            self.update_state(state="PROGRESS", meta={"stage": stage, "done": done, "total": total})
+
+    return run(force=force, on_progress=progress)
+
+
 class Announce(bootsteps.StartStopStep):
     """Tell the manager which queues this worker serves (see workers.liveness)."""
 
