@@ -41,11 +41,21 @@ def settings(request, tmp_path):
     db.reset_engines()
 
 
+def _head() -> str:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(db.MIGRATIONS))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
 def test_schema_is_created_on_first_use_at_the_latest_revision(settings):
     engine = db.get_engine(settings)
     assert set(inspect(engine).get_table_names()) >= TABLES
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == _head()
+    assert "evidence" in {c["name"] for c in inspect(engine).get_columns("feedback")}  # revision 0002
     db.reset_engines()
     db.get_engine(settings)  # a second process's first use migrates nothing and fails nothing
 
@@ -116,3 +126,29 @@ def test_an_unreachable_database_is_named_without_its_password(tmp_path):
         db.get_engine(settings)
     message = str(raised.value)
     assert "127.0.0.1:1/memorag" in message and "secret" not in message and "MEMORAG_DATABASE_URL" in message
+
+
+def test_a_database_at_revision_0001_upgrades_and_keeps_its_feedback(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    config = Config()
+    config.set_main_option("script_location", str(db.MIGRATIONS))
+    with create_engine(url).begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        conn.execute(
+            text("INSERT INTO knowledge_base (id, name, description, created_at) VALUES (1, 'kb', '', '2026-01-01')")
+        )
+        conn.execute(text("INSERT INTO query (id, kb_id, text, task, status, created_at) "
+                          "VALUES (1, 1, 'q?', 'memorag', 'done', '2026-01-01')"))  # fmt: skip
+        conn.execute(text("INSERT INTO feedback (id, query_id, rating, source, created_at) "
+                          "VALUES (1, 1, -1, 'user', '2026-01-01')"))  # fmt: skip
+    settings = Settings(home=tmp_path, database_url=url)
+    db.get_engine(settings)  # first use migrates to the head
+    with db.session(settings) as s:
+        row = s.get(db.Feedback, 1)
+    assert (row.rating, row.evidence) == (-1, [])
+    db.reset_engines()
