@@ -41,8 +41,8 @@ class Settings:
     task_timeout_s: int = field(default_factory=lambda: int(_env("TASK_TIMEOUT_S", "7200")))
     route_docs: int = field(default_factory=lambda: int(_env("ROUTE_DOCS", "3")))
     top_k: int = field(default_factory=lambda: int(_env("TOP_K", "5")))
-    # RLGF: beat runs `retrain` this often; it trains only when this much new feedback arrived.
-    retrain_interval_s: int = field(default_factory=lambda: int(_env("RETRAIN_INTERVAL", "3600")))
+    # RLGF: beat runs `retrain` every RETRAIN_INTERVAL seconds; it trains only once this much new feedback arrived.
+    retrain_interval: int = field(default_factory=lambda: int(_env("RETRAIN_INTERVAL", "3600")))
     retrain_min_feedback: int = field(default_factory=lambda: int(_env("RETRAIN_MIN_FEEDBACK", "20")))
     rlgf_candidates: int = field(default_factory=lambda: int(_env("RLGF_CANDIDATES", "4")))
     rlgf_steps: int = field(default_factory=lambda: int(_env("RLGF_STEPS", "40")))

@@ -16,10 +16,12 @@ COMPOSE = Path(__file__).resolve().parents[1] / "ops" / "compose.yaml"
 def test_compose_has_the_production_shape_and_only_known_settings():
     spec = yaml.safe_load(COMPOSE.read_text())
     services = spec["services"]
-    assert {"redis", "postgres", "weaviate", "sglang", "memory-worker", "query-worker", "beat"} <= set(services)
+    assert {"redis", "postgres", "weaviate", "sglang", "memory-worker", "query-worker", "train-worker", "beat"} <= set(
+        services
+    )
     known = {f"MEMORAG_{f.name.upper()}" for f in dataclasses.fields(Settings)}
     served: set[str] = set()
-    for name in ("memory-worker", "query-worker", "beat", "manager"):
+    for name in ("memory-worker", "query-worker", "train-worker", "beat", "manager"):
         service = services[name]
         env = service["environment"]
         assert set(env) <= known, set(env) - known

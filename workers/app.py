@@ -57,7 +57,7 @@ def celery_config(settings: Settings) -> dict:
         "timezone": "UTC",
         # `manage.py beat`: retrain on the train queue; the task itself skips when feedback is scarce.
         "beat_schedule": {
-            "retrain": {"task": "memorag.retrain", "schedule": float(settings.retrain_interval_s), "args": ()},
+            "retrain": {"task": "memorag.retrain", "schedule": float(settings.retrain_interval), "args": ()},
         },
     }
 
