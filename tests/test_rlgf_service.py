@@ -139,3 +139,27 @@ def test_worker_loads_the_promoted_weights_exactly(service, records):
                                base_fingerprint="other", metrics={})  # fmt: skip
     registry.promote(foreign)
     assert sync_adapter(rt) is None and adapters.loaded_version(lm) is None  # answers go on, with the base model
+
+
+def test_beat_sends_retrain_to_the_train_queue_every_interval(valkey_url, redis_client, monkeypatch, tmp_path):
+    """Celery beat, embedded for a few seconds with a 1 s interval, queues `memorag.retrain` on `train`."""
+    import time
+
+    from celery.beat import EmbeddedService
+
+    monkeypatch.setenv("MEMORAG_REDIS_URL", valkey_url)
+    monkeypatch.setenv("MEMORAG_RETRAIN_INTERVAL", "1")
+    app = configure()
+    assert app.conf.beat_schedule["retrain"]["schedule"] == 1.0
+    redis_client.delete("train")
+    beat = EmbeddedService(app, thread=True, schedule_filename=str(tmp_path / "beat-schedule"))
+    beat.start()
+    try:
+        deadline = time.monotonic() + 20
+        while redis_client.llen("train") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        beat.stop()
+    messages = [json.loads(m) for m in redis_client.lrange("train", 0, -1)]
+    assert len(messages) >= 2 and {m["headers"]["task"] for m in messages} == {"memorag.retrain"}
+    redis_client.delete("train")
