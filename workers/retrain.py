@@ -147,6 +147,7 @@ def _corpus(rt, kb_of: dict[str, str], report: Progress) -> rlgf.Documents:
     for i, key in enumerate(keys):
         report("re-hydrating memories", i, len(keys))
         kb = kb_of[key]
-        memory, _ = pipeline.recall(rt.memories, kb, key, rt.lm, text_of=_document_text, settings=rt.settings)
-        corpus.add(key, kb, memory, chunk_document(key, _document_text(key), rt.lm.tokenizer))
+        text = _document_text(key)  # one read serves the rebuild (if needed) and the chunks
+        memory, _ = pipeline.recall(rt.memories, kb, key, rt.lm, text_of=lambda _key, t=text: t, settings=rt.settings)
+        corpus.add(key, kb, memory, chunk_document(key, text, rt.lm.tokenizer))
     return corpus
