@@ -147,6 +147,41 @@ class Evidence:
     matched_by: tuple[int, ...]  # which queries found it (0 = the question itself)
 
 
+@dataclass(frozen=True)
+class Fusion:
+    """How the question and the memory's clues become one ranking.
+
+    ``clue_share``: the clues' total RRF weight relative to the question's
+    (None: every clue weighs 1 and the question ``question_weight``).
+    ``anchored``: each clue searches as "question + clue", so a clue that
+    drifts off topic is pulled back to the question.
+    ``rocchio``: one search with the question's vector moved toward the
+    clues' mean by this factor, instead of one ranking per clue.
+    """
+
+    clue_share: float | None = None
+    anchored: bool = False
+    rocchio: float | None = None
+
+
+FUSIONS: dict[str, Fusion] = {
+    "rrf": Fusion(),
+    "rrf_share0.5": Fusion(clue_share=0.5),
+    "rrf_share1": Fusion(clue_share=1.0),
+    "rrf_share2": Fusion(clue_share=2.0),
+    "anchored": Fusion(anchored=True),
+    "anchored_share0.5": Fusion(clue_share=0.5, anchored=True),
+    "anchored_share1": Fusion(clue_share=1.0, anchored=True),
+    "rocchio0.25": Fusion(rocchio=0.25),
+    "rocchio0.5": Fusion(rocchio=0.5),
+    "rocchio1": Fusion(rocchio=1.0),
+}
+# Chosen on QMSum train (30 questions, ops/bench/fusion.py; docs/benchmarks.md):
+# one RRF vote per clue lost 0.03 recall@5 to the question alone (8 of 30
+# questions worse); anchored clues sharing the question's weight: +0.002.
+DEFAULT_FUSION = "anchored_share1"
+
+
 def retrieve(
     index: VectorIndex,
     embedder: Embedder,
@@ -158,14 +193,25 @@ def retrieve(
     depth: int = 20,
     question_weight: float = 2.0,
     hybrid: bool = False,
+    fusion: str = DEFAULT_FUSION,
 ) -> list[Evidence]:
-    """Search with the question and every clue, fuse by RRF, return top-k in document order."""
-    queries = [question, *[c for c in clues if c.strip()]]
-    vectors = embedder.encode(queries)
+    """Search with the question and every clue, fuse (see ``Fusion``), return top-k in document order."""
+    plan = FUSIONS[fusion]
+    clues = [c for c in clues if c.strip()]
+    texts = [f"{question} {c}" if plan.anchored else c for c in clues]
+    vectors = embedder.encode([question, *texts])
+    if plan.rocchio is not None and clues:
+        moved = vectors[0] + plan.rocchio * vectors[1:].mean(axis=0)
+        vectors = (moved / np.linalg.norm(moved))[None].astype(np.float32)
+        texts = []
+    queries = [question, *texts]
     ranked = index.search(kb, vectors, depth, text=queries if hybrid else None)
     by_id = {chunk.id: chunk for hits in ranked for chunk, _ in hits}
     rankings = [[chunk.id for chunk, _ in hits] for hits in ranked]
-    weights = [question_weight] + [1.0] * (len(queries) - 1)
+    if plan.clue_share is None or not texts:
+        weights = [question_weight] + [1.0] * len(texts)
+    else:
+        weights = [1.0] + [plan.clue_share / len(texts)] * len(texts)
     fused = rrf(rankings, weights)
     best = sorted(fused, key=fused.get, reverse=True)[:k]
     found = [Evidence(by_id[i], fused[i], tuple(q for q, ranking in enumerate(rankings) if i in ranking)) for i in best]

@@ -80,3 +80,47 @@ def test_clues_pull_in_evidence_the_question_misses(redis_client, embedder, real
     assert any(set(e.matched_by) - {0} for e in with_clues)  # found by a clue
     plain = retrieve(index, embedder, "kb", question, k=3, depth=3)
     assert len(plain) == 3 and all(e.matched_by == (0,) for e in plain)
+
+
+DESIGN_MEETING = [
+    "The committee agreed to move the product launch to March.",
+    "Lunch options were sandwiches and soup.",
+    "The remote control prototype will use a rubber casing.",
+    "Marketing asked for a yellow colour scheme for the remote.",
+    "The budget for the remote is twelve and a half euros.",
+    "The tax office changed the reporting rules for freelancers.",
+    "Football results from the weekend were discussed at length.",
+]
+
+
+@pytest.fixture
+def design_index(redis_client, embedder):
+    from store.vectors import Chunk
+
+    chunks = [Chunk("meeting", i, t, 0, 0, i, i + 1) for i, t in enumerate(DESIGN_MEETING)]
+    index = EmbeddedIndex(redis_client)
+    index.upsert("kb", chunks, embedder.encode(DESIGN_MEETING))
+    return index
+
+
+def test_off_topic_clues_cannot_outvote_the_question(design_index, embedder):
+    question = "What budget was set for the remote control?"
+    best = retrieve(design_index, embedder, "kb", question, k=1)[0].chunk.ordinal
+    assert best == 4
+    drifting = ["Tax reporting rules for freelancers changed.", "The tax office changed its rules.",
+                "New tax rules for freelancers.", "Weekend football results.", "Football results were discussed.",
+                "The weekend's football scores."]  # fmt: skip
+    one_vote_each = retrieve(design_index, embedder, "kb", question, drifting, k=2, depth=2, fusion="rrf")
+    assert best not in {e.chunk.ordinal for e in one_vote_each}  # why per-clue votes are not the default
+    default = retrieve(design_index, embedder, "kb", question, drifting, k=2, depth=2)
+    assert best in {e.chunk.ordinal for e in default}
+
+
+@pytest.mark.parametrize("fusion", ["anchored_share1", "rocchio0.5"])
+def test_an_on_topic_clue_still_reaches_evidence_the_question_ranks_low(design_index, embedder, fusion):
+    question = "What did they decide about the casing?"
+    plain = {e.chunk.ordinal for e in retrieve(design_index, embedder, "kb", question, k=2)}
+    assert 3 not in plain
+    clues = ["Marketing asked for a yellow colour scheme."]
+    with_clue = {e.chunk.ordinal for e in retrieve(design_index, embedder, "kb", question, clues, k=2, fusion=fusion)}
+    assert 3 in with_clue

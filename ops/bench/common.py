@@ -60,3 +60,41 @@ def write_json(path: str | None, payload: dict) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(payload, indent=2))
         print(f"\nwrote {path}")
+
+
+class ClueCache:
+    """Clues written from each meeting's memory, kept in a JSON file between runs.
+
+    Writing clues is the slow part of a retrieval benchmark (a memory per
+    document, three programs per question); fusion choices can then be
+    compared on exactly the same clues. Keys hold the model fingerprint and
+    beta, so a different model or memory never reuses them.
+    """
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path else None
+        self.entries: dict[str, dict] = json.loads(self.path.read_text()) if self.path and self.path.exists() else {}
+
+    def clues(self, lm, sample, questions, beta: int) -> dict[str, dict]:
+        """``question text -> {"spans", "questions", "draft"}``, writing the missing ones."""
+        import time
+        from dataclasses import asdict
+
+        from agent import programs
+        from agent.backends import LocalBackend
+        from agent.pipeline import memorize
+
+        def key(q) -> str:
+            return f"{lm.fingerprint}|{beta}|{sample.doc_id}|{q.text}"
+
+        missing = [q for q in questions if key(q) not in self.entries]
+        if missing:
+            started = time.perf_counter()
+            backend = LocalBackend(lm, memorize(lm, sample.text, beta=beta))
+            print(f"{sample.doc_id}: memory in {time.perf_counter() - started:.0f} s", flush=True)
+            for q in missing:
+                self.entries[key(q)] = asdict(programs.write_clues(backend, q.text))
+                if self.path:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self.path.write_text(json.dumps(self.entries, indent=1))
+        return {q.text: self.entries[key(q)] for q in questions}

@@ -18,29 +18,47 @@ from common import FACTS, essay_tokens, plant, print_table, write_json
 
 from agent import programs
 from agent.backends import LocalBackend
-from agent.memory.decoding import token_logprobs
+from agent.memory.decoding import SamplingParams, generate, token_logprobs
 from agent.memory.formation import form_memory, peak_positions
 from agent.models import load_model, resolve_dtype
 from agent.pipeline import chat_prompt
 from agent.settings import get_settings
 
 
+def answer_rank(lm, memory, prompt: list[int], fact, lead: str = "") -> int:
+    """Rank (1 = best) of the true answer's mean token log-probability among the candidates."""
+    scores = []
+    for candidate in (fact.answer, *fact.distractors):
+        ids = lm.tokenizer(f"{lead} {candidate}" if lead else candidate, add_special_tokens=False)["input_ids"]
+        ids = ids[len(lm.tokenizer(lead, add_special_tokens=False)["input_ids"]) :] if lead else ids
+        lps = token_logprobs(lm, memory, prompt, ids)
+        scores.append(sum(lps) / len(lps))
+    return 1 + sum(s > scores[0] for s in scores[1:])
+
+
 def evaluate(lm, memory, facts, max_tokens: int) -> dict:
+    """Ask each fact two ways: the ``draft_answer`` program as users ask it, and cloze.
+
+    Cloze starts the reply with the fact's own lead-in ("The access code for
+    the north archive is") and scores/decodes only the answer, so it measures
+    what the memory holds rather than how the small model phrases a reply.
+    """
     backend = LocalBackend(lm, memory)
-    hits, ranks = 0, []
+    hits, cloze_hits, ranks, cloze_ranks = 0, 0, [], []
     for fact in facts:
         out = programs.draft_answer.run(question=fact.question, max_tokens=max_tokens, backend=backend)
         if out.error():
             raise out.error()
         hits += fact.answer.lower() in out["answer"].lower()
         prompt = chat_prompt(lm, programs.PROMPTS["draft_answer"].format(question=fact.question))
-        scores = []
-        for candidate in (fact.answer, *fact.distractors):
-            ids = lm.tokenizer(candidate, add_special_tokens=False)["input_ids"]
-            lps = token_logprobs(lm, memory, prompt, ids)
-            scores.append(sum(lps) / len(lps))
-        ranks.append(1 + sum(s > scores[0] for s in scores[1:]))
-    return {"accuracy": hits / len(facts), "answer_logprob_rank": sum(ranks) / len(ranks)}
+        ranks.append(answer_rank(lm, memory, prompt, fact))
+        lead = fact.statement[: fact.statement.index(fact.answer)]
+        cloze = prompt + lm.tokenizer(lead.rstrip(), add_special_tokens=False)["input_ids"]
+        cloze_ranks.append(answer_rank(lm, memory, cloze, fact, lead=lead.rstrip()))
+        said = generate(lm, memory, cloze, SamplingParams(max_new_tokens=8, stop=(".", "\n")))
+        cloze_hits += fact.answer.lower() in said.lower()
+    return {"accuracy": hits / len(facts), "answer_logprob_rank": sum(ranks) / len(ranks),
+            "cloze_accuracy": cloze_hits / len(facts), "cloze_rank": sum(cloze_ranks) / len(cloze_ranks)}  # fmt: skip
 
 
 def main() -> None:
@@ -77,7 +95,20 @@ def main() -> None:
         for r in runs:
             if r["tokens"] == n and full and "accuracy" in r and full["accuracy"]:
                 r["accuracy_vs_full"] = r["accuracy"] / full["accuracy"]
-    print_table(runs, ["tokens", "mode", "beta", "accuracy", "accuracy_vs_full", "answer_logprob_rank", "seconds"])
+    print_table(
+        runs,
+        [
+            "tokens",
+            "mode",
+            "beta",
+            "accuracy",
+            "accuracy_vs_full",
+            "answer_logprob_rank",
+            "cloze_accuracy",
+            "cloze_rank",
+            "seconds",
+        ],
+    )
     write_json(args.json, {"model": lm.name, "dtype": str(lm.dtype), "window": window, "facts": len(facts),
                            "date": time.strftime("%Y-%m-%d"), "runs": runs})  # fmt: skip
 

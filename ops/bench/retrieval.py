@@ -2,10 +2,10 @@
 
 Strategies, all on the same chunks, embedder and k, in one run:
 ``rag`` (question only, dense: standard RAG), ``bm25`` (keywords only),
-``hybrid`` (dense + BM25 by RRF), ``memorag`` (question + memory clues, dense; ``memorag_equal``: the question
-weighs no more than a clue),
-``clues_hybrid`` (question + clues, dense + BM25), ``pipeline`` (whatever
-``agent.pipeline`` uses: ``HYBRID_RETRIEVAL``).
+``hybrid`` (dense + BM25 by RRF), ``memorag`` (question + memory clues with
+the pipeline's fusion, ``agent.retrieval.DEFAULT_FUSION``), ``memorag_rrf``
+(one RRF vote per clue, the question twice), ``clues_hybrid`` (question +
+clues, dense + BM25).
 Also the embedded index's search latency against a bare numpy product.
 
     python ops/bench/retrieval.py --meetings 8 --json out.json
@@ -18,19 +18,18 @@ import time
 
 import common  # noqa: F401  (puts the project on sys.path)
 import numpy as np
-from common import DATA, print_table, write_json
+from common import DATA, ClueCache, print_table, write_json
 
 from agent import programs
-from agent.backends import LocalBackend
 from agent.datasets import load_qmsum
 from agent.metrics import covered_fraction, gold_chunk_ids, hit_at_k, recall_at_k
 from agent.models import load_model
-from agent.pipeline import HYBRID_RETRIEVAL, memorize
+from agent.pipeline import HYBRID_RETRIEVAL
 from agent.retrieval import chunk_document, get_embedder, retrieve
 from agent.settings import get_settings
 from store.vectors import EmbeddedIndex, tokenize_words
 
-STRATEGIES = ["rag", "bm25", "hybrid", "memorag", "memorag_equal", "clues_hybrid", "pipeline"]
+STRATEGIES = ["rag", "bm25", "hybrid", "memorag", "memorag_rrf", "clues_hybrid"]
 
 
 def bm25_top(chunks, question: str, k: int) -> list[str]:
@@ -41,49 +40,48 @@ def bm25_top(chunks, question: str, k: int) -> list[str]:
 
 
 def quality(args, lm, embedder, index) -> tuple[dict, int]:
-    settings = get_settings()
     found: dict[str, list[tuple[float, float]]] = {s: [] for s in STRATEGIES}
+    cache = ClueCache(args.clue_cache)
     n = 0
     for sample in load_qmsum(args.data, limit=args.meetings):
         chunks = chunk_document(sample.doc_id, sample.text, lm.tokenizer, args.chunk_tokens, args.overlap)
+        asked = [(q, gold_chunk_ids(chunks, q.evidence)) for q in sample.questions[: args.questions]]
+        asked = [(q, gold) for q, gold in asked if gold]
+        if not asked:
+            continue
+        written = cache.clues(lm, sample, [q for q, _ in asked], args.beta)
         kb = f"bench-{sample.doc_id}"
         index.drop(kb)
         index.upsert(kb, chunks, embedder.encode([c.text for c in chunks]))
-        started = time.perf_counter()
-        memory = memorize(lm, sample.text, settings=settings, beta=args.beta)
-        print(f"{sample.doc_id}: {len(chunks)} chunks, memory {len(memory)} tokens "
-              f"({time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
-        backend = LocalBackend(lm, memory)
-        for q in sample.questions[: args.questions]:
-            gold = gold_chunk_ids(chunks, q.evidence)
-            if not gold:
-                continue
-            clues = programs.write_clues(backend, q.text).queries()
+        for q, gold in asked:
+            clues = programs.Clues(**written[q.text]).queries()
+
+            def ids(*extra, kb=kb, question=q.text, **options) -> list[str]:
+                return [e.chunk.id for e in retrieve(index, embedder, kb, question, *extra, k=args.k, **options)]
+
             ranked = {
-                "rag": [e.chunk.id for e in retrieve(index, embedder, kb, q.text, k=args.k)],
+                "rag": ids(),
                 "bm25": bm25_top(chunks, q.text, args.k),
-                "hybrid": [e.chunk.id for e in retrieve(index, embedder, kb, q.text, k=args.k, hybrid=True)],
-                "memorag": [e.chunk.id for e in retrieve(index, embedder, kb, q.text, clues, k=args.k)],
-                "memorag_equal": [
-                    e.chunk.id for e in retrieve(index, embedder, kb, q.text, clues, k=args.k, question_weight=1.0)
-                ],
-                "pipeline": [
-                    e.chunk.id for e in retrieve(index, embedder, kb, q.text, clues, k=args.k, hybrid=HYBRID_RETRIEVAL)
-                ],
-                "clues_hybrid": [
-                    e.chunk.id for e in retrieve(index, embedder, kb, q.text, clues, k=args.k, hybrid=True)
-                ],
+                "hybrid": ids(hybrid=True),
+                "memorag": ids(clues, hybrid=HYBRID_RETRIEVAL),  # the pipeline's fusion
+                "memorag_rrf": ids(clues, fusion="rrf"),
+                "clues_hybrid": ids(clues, hybrid=True),
             }
-            for name, ids in ranked.items():
-                found[name].append((recall_at_k(gold, ids, args.k), hit_at_k(gold, ids, args.k)))
+            for name, got in ranked.items():
+                found[name].append((recall_at_k(gold, got, args.k), hit_at_k(gold, got, args.k)))
             n += 1
         index.drop(kb)
     k = args.k
-    table = {
-        name: {f"recall@{k}": float(np.mean([r for r, _ in v])), f"hit@{k}": float(np.mean([h for _, h in v])),
-               "stderr": float(np.std([r for r, _ in v]) / max(1, np.sqrt(len(v))))}
-        for name, v in found.items()
-    }  # fmt: skip
+    rag = np.array([r for r, _ in found["rag"]])
+    table = {}
+    for name, values in found.items():
+        recalls = np.array([r for r, _ in values])
+        table[name] = {
+            f"recall@{k}": float(recalls.mean()), f"hit@{k}": float(np.mean([h for _, h in values])),
+            "stderr": float(recalls.std() / max(1, np.sqrt(len(recalls)))),
+            "vs_rag": float((recalls - rag).mean()), "wins": int((recalls > rag).sum()),
+            "losses": int((recalls < rag).sum()),
+        }  # fmt: skip
     return table, n
 
 
@@ -112,7 +110,8 @@ def chunk_sweep(args, tokenizer, embedder, index, sizes: list[int]) -> list[dict
     return rows
 
 
-def latency(index, sizes: list[int], dim: int = 384, repeats: int = 20) -> list[dict]:
+def latency(index, sizes: list[int], dim: int = 384, budget_s: float = 3.0) -> list[dict]:
+    """Median of interleaved single searches and bare numpy products on the same matrix."""
     from store.vectors import Chunk
 
     rows = []
@@ -127,17 +126,19 @@ def latency(index, sizes: list[int], dim: int = 384, repeats: int = 20) -> list[
             index.upsert(kb, [Chunk("d", i, "", 0, 0, 0, 0) for i in part], matrix[start : part.stop])
         query = matrix[:1] + 0.01
         index.search(kb, query, 5)  # warm the per-process cache
-        started = time.perf_counter()
-        for _ in range(repeats):
+        search, bare = [], []
+        deadline = time.perf_counter() + budget_s
+        while time.perf_counter() < deadline or len(search) < 20:
+            started = time.perf_counter()
             index.search(kb, query, 5)
-        search_s = (time.perf_counter() - started) / repeats
-        started = time.perf_counter()
-        for _ in range(repeats):
+            search.append(time.perf_counter() - started)
+            started = time.perf_counter()
             scores = query @ matrix.T
             np.argpartition(-scores[0], 4)[:5]
-        bare_s = (time.perf_counter() - started) / repeats
+            bare.append(time.perf_counter() - started)
+        search_s, bare_s = float(np.median(search)), float(np.median(bare))
         rows.append({"vectors": size, "search_ms": search_s * 1e3, "numpy_ms": bare_s * 1e3,
-                     "ratio": search_s / bare_s})  # fmt: skip
+                     "ratio": search_s / bare_s, "samples": len(search)})  # fmt: skip
         index.drop(kb)
     return rows
 
@@ -155,6 +156,7 @@ def main() -> None:
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--sweep", default="128,256,512", help="chunk sizes for the question-only sweep")
     parser.add_argument("--sweep-meetings", type=int, default=35)
+    parser.add_argument("--clue-cache", default=None, help="JSON file keeping written clues between runs")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -180,7 +182,7 @@ def main() -> None:
             payload.update({"strategies": table, "n_queries": n, "meetings": args.meetings, "model": lm.name})
             print_table(
                 [{"strategy": s, **v} for s, v in table.items()],
-                ["strategy", f"recall@{args.k}", f"hit@{args.k}", "stderr"],
+                ["strategy", f"recall@{args.k}", f"hit@{args.k}", "stderr", "vs_rag", "wins", "losses"],
                 f"QMSum val, {n} queries",
             )
         if args.sweep:
