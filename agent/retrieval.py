@@ -153,6 +153,7 @@ class Fusion:
 
     ``clue_share``: the clues' total RRF weight relative to the question's
     (None: every clue weighs 1 and the question ``question_weight``).
+    ``question_weight``: the question's RRF weight when clues vote one each.
     ``anchored``: each clue searches as "question + clue", so a clue that
     drifts off topic is pulled back to the question.
     ``rocchio``: one search with the question's vector moved toward the
@@ -160,6 +161,7 @@ class Fusion:
     """
 
     clue_share: float | None = None
+    question_weight: float = 2.0
     anchored: bool = False
     rocchio: float | None = None
 
@@ -191,7 +193,6 @@ def retrieve(
     *,
     k: int = 5,
     depth: int = 20,
-    question_weight: float = 2.0,
     hybrid: bool = False,
     fusion: str = DEFAULT_FUSION,
 ) -> list[Evidence]:
@@ -209,7 +210,7 @@ def retrieve(
     by_id = {chunk.id: chunk for hits in ranked for chunk, _ in hits}
     rankings = [[chunk.id for chunk, _ in hits] for hits in ranked]
     if plan.clue_share is None or not texts:
-        weights = [question_weight] + [1.0] * len(texts)
+        weights = [plan.question_weight] + [1.0] * len(texts)
     else:
         weights = [1.0] + [plan.clue_share / len(texts)] * len(texts)
     fused = rrf(rankings, weights)

@@ -73,7 +73,7 @@ def test_clues_pull_in_evidence_the_question_misses(redis_client, embedder, real
     index.upsert("kb", chunks, embedder.encode(texts))
     question = "What did they decide about the design?"
     clues = ["The prototype will use a rubber casing.", "What colour scheme did marketing ask for?"]
-    with_clues = retrieve(index, embedder, "kb", question, clues, k=3, depth=2, question_weight=1.0)
+    with_clues = retrieve(index, embedder, "kb", question, clues, k=3, depth=2)
     assert {2, 3} <= {e.chunk.ordinal for e in with_clues}
     assert [e.chunk.ordinal for e in with_clues] == sorted(e.chunk.ordinal for e in with_clues)  # document order
     assert all(e.matched_by for e in with_clues)
