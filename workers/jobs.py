@@ -123,7 +123,7 @@ def answer_query(query_id: int) -> dict[str, Any]:
         sync_adapter(rt)
         result = pipeline.answer(
             rt.lm, rt.embedder, rt.memories, rt.index, scope, [doc_key(i) for i in ready], question,
-            task=task, k=rt.settings.top_k, settings=rt.settings, text_of=_document_text,
+            task=task, k=rt.settings.top_k, settings=rt.settings, text_of=document_text,
         )  # fmt: skip
     names = _document_names([doc_id_of(e.chunk.doc_id) for e in result.evidence])
     with db.session() as s:
@@ -148,7 +148,8 @@ def answer_query(query_id: int) -> dict[str, Any]:
     return {"query": f"q{query_id}", "status": "done", "answer": result.text, "rebuilt": result.rebuilt}
 
 
-def _document_text(key: str) -> str:
+def document_text(key: str) -> str:
+    """A stored document's text by its memory key; raises LookupError once deleted."""
     with db.session() as s:
         doc = s.get(Document, doc_id_of(key))
         if doc is None:

@@ -19,7 +19,7 @@ from agent.retrieval import chunk_document
 from store import db
 from store.adapters import AdapterRegistry
 from store.db import Answer, Document, Feedback, KnowledgeBase, Query, Status, TrainingRun
-from workers.jobs import Progress, _document_text, doc_id_of, doc_key, sync_adapter
+from workers.jobs import Progress, doc_id_of, doc_key, document_text, sync_adapter
 from workers.runtime import runtime
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def _train_and_gate(rt, run_id: int, report: Progress) -> dict[str, Any]:
         corpus, train, n=settings.rlgf_candidates, seed=run_id, budget_s=settings.rlgf_budget_s / 2,
         on_progress=report,
     )  # fmt: skip
-    texts = {e.doc_id: _document_text(e.doc_id) for e in train if e.evidence}
+    texts = {e.doc_id: document_text(e.doc_id) for e in train if e.evidence}
     sft = [(e, rlgf.evidence_text(texts[e.doc_id], e)) for e in train if e.evidence]
     config = rlgf.TrainConfig(
         steps=settings.rlgf_steps if pairs else 0, sft_steps=settings.rlgf_sft_steps if sft else 0,
@@ -147,7 +147,7 @@ def _corpus(rt, kb_of: dict[str, str], report: Progress) -> rlgf.Documents:
     for i, key in enumerate(keys):
         report("re-hydrating memories", i, len(keys))
         kb = kb_of[key]
-        text = _document_text(key)  # one read serves the rebuild (if needed) and the chunks
+        text = document_text(key)  # one read serves the rebuild (if needed) and the chunks
         memory, _ = pipeline.recall(rt.memories, kb, key, rt.lm, text_of=lambda _key, t=text: t, settings=rt.settings)
         corpus.add(key, kb, memory, chunk_document(key, text, rt.lm.tokenizer))
     return corpus
