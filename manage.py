@@ -362,6 +362,13 @@ def ingest(kb_name: str, files: tuple[Path, ...], wait: bool) -> None:
         _follow_ingestion(queued)
 
 
+def _content_hash(text: str) -> str:
+    """What makes two documents of a knowledge base the same document."""
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _queue_documents(
     kb_id: int, kb_name: str, texts: list[tuple[str, str]], echo: bool = True
 ) -> list[tuple[int, str]]:
@@ -370,8 +377,6 @@ def _queue_documents(
     A text the knowledge base already holds is not added twice (one still queued
     is sent again: the job is idempotent, a lost message is not).
     """
-    import hashlib
-
     from sqlmodel import select
 
     from store import db
@@ -380,7 +385,7 @@ def _queue_documents(
     queued: list[tuple[int, str]] = []
     resend: list[tuple[int, str]] = []
     for name, text in texts:
-        digest = hashlib.sha256(text.encode()).hexdigest()
+        digest = _content_hash(text)
         with db.session() as s:
             doc = s.exec(
                 select(db.Document).where(db.Document.kb_id == kb_id, db.Document.content_hash == digest)
@@ -665,8 +670,6 @@ def feedback_import(path: Path, fmt: str, kb_name: str, limit: int | None, wait:
     """Seed KB's feedback from a labelled dataset: its documents are ingested, each question becomes a
     query with its gold answer (and gold evidence spans, where the format has them) as a correction.
     Importing the same file again adds nothing twice."""
-    import hashlib
-
     from sqlmodel import select
 
     from agent.evaluation import load_samples
@@ -684,9 +687,10 @@ def feedback_import(path: Path, fmt: str, kb_name: str, limit: int | None, wait:
     added = skipped = 0
     for sample in samples:
         with db.session() as s:
-            digest = hashlib.sha256(sample.text.encode()).hexdigest()
             doc = s.exec(
-                select(db.Document).where(db.Document.kb_id == base.id, db.Document.content_hash == digest)
+                select(db.Document).where(
+                    db.Document.kb_id == base.id, db.Document.content_hash == _content_hash(sample.text)
+                )
             ).one()
             for q in sample.questions:
                 known = s.exec(
