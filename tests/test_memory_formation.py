@@ -89,7 +89,38 @@ def test_observation_attention_finds_the_token_queries_look_at():
     target = torch.randn(8)
     keys[0, 0, 15] = target * 3  # window token 5 (memory is 10 long)
     queries = target.expand(1, 2, 4, 8).clone()  # 2 query heads share the KV head
-    scores = ObservationAttention(pool=1)(queries, keys, memory_len=10)
+    scores = ObservationAttention(pool=1, observers=4)(queries, keys, memory_len=10)
     assert scores.shape == (1, 30) and int(scores.argmax()) == 5
     with pytest.raises(ValueError, match="unknown scorer"):
         get_scorer("nope")
+
+
+def test_spread_observers_keep_a_fact_the_window_never_returns_to():
+    from agent.memory.scorers import SpreadObservation
+
+    torch.manual_seed(0)
+    memory_len, width, dim = 10, 30, 8
+    keys = torch.randn(1, 1, memory_len + width, dim) * 0.1
+    fact, ending = torch.randn(dim), torch.randn(dim)
+    keys[0, 0, memory_len + 2] = fact * 3  # stated early in the window...
+    keys[0, 0, memory_len + 25] = ending * 3  # ...while the window ends on something else
+
+    def queries_at(offsets: torch.Tensor) -> torch.Tensor:
+        rows = [fact if int(o) < 15 else ending for o in offsets]
+        return torch.stack(rows).expand(1, 2, -1, dim).clone()
+
+    spread, last = SpreadObservation(pool=1, observers=6), ObservationAttention(pool=1, observers=6)
+    assert spread.observers(width).tolist() == [0, 6, 12, 17, 23, 29]
+    kept_by_spread = spread(queries_at(spread.observers(width)), keys, memory_len).topk(2).indices[0].tolist()
+    kept_by_last = last(queries_at(last.observers(width)), keys, memory_len).topk(2).indices[0].tolist()
+    assert 2 in kept_by_spread and 25 in kept_by_spread
+    assert 2 not in kept_by_last
+
+
+def test_every_scorer_forms_a_memory(tiny_lm):
+    from agent.memory.scorers import SCORERS
+
+    ids = list(range(5, 205))
+    for name in SCORERS:
+        memory = form_memory(tiny_lm, ids, beta=4, window=64, scorer=name)
+        assert memory.meta.scorer == name and len(memory) == sum(-(-min(64, 200 - s) // 4) for s in range(0, 200, 64))

@@ -3,7 +3,8 @@
 Importance scores need query states after RoPE. Asking the model for
 ``output_attentions`` would force eager attention over the whole window;
 instead an attention function wraps SDPA and, only while a capture is
-active on this thread, keeps the last ``n`` queries of every layer.
+active on this thread, keeps the queries at the scorer's chosen window
+offsets in every layer.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ _registered = False
 
 
 @contextmanager
-def capture_queries(last_n: int) -> Iterator[dict[int, torch.Tensor]]:
-    """Yield a dict filled during the forward pass: layer index -> [B, H, n, D]."""
+def capture_queries(offsets: torch.Tensor) -> Iterator[dict[int, torch.Tensor]]:
+    """Yield a dict filled during the forward pass: layer index -> [B, H, len(offsets), D]."""
     captured: dict[int, torch.Tensor] = {}
-    _local.capture = (last_n, captured)
+    _local.capture = (offsets, captured)
     try:
         yield captured
     finally:
@@ -35,8 +36,8 @@ def _capturing_sdpa(module, query, key, value, attention_mask, **kwargs):
 
     capture = getattr(_local, "capture", None)
     if capture is not None:
-        last_n, captured = capture
-        captured[module.layer_idx] = query[:, :, -last_n:, :].detach()
+        offsets, captured = capture
+        captured[module.layer_idx] = query[:, :, offsets.to(query.device), :].detach()
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 

@@ -21,7 +21,6 @@ from agent.memory.types import GlobalMemory, MemoryMeta
 from agent.models import LoadedModel
 
 MIN_BETA, MAX_BETA = 1, 64
-OBSERVATION_QUERIES = 32
 SINK_TOKENS = 4
 
 ProgressFn = Callable[[int, int], None]
@@ -89,7 +88,7 @@ def form_memory(
         chunk = ids[start : start + window]
         width = chunk.numel()
         positions = torch.arange(memory_len, memory_len + width, device=device)
-        with capture_queries(min(OBSERVATION_QUERIES, width)) as queries:
+        with capture_queries(score.observers(width)) as queries:
             model.base_model(input_ids=chunk[None], position_ids=positions[None], cache=cache, use_cache=True)
         if beta == 1:
             for layer in range(layers):

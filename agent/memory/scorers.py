@@ -18,8 +18,12 @@ class Scorer(Protocol):
     name: str
     needs_queries: bool
 
+    def observers(self, width: int) -> torch.Tensor:
+        """Window offsets of the queries to capture (sorted); empty when ``needs_queries`` is False."""
+        ...
+
     def __call__(self, queries: torch.Tensor | None, keys: torch.Tensor, memory_len: int) -> torch.Tensor:
-        """queries [1, H, n, D] or None; keys [1, KVH, M + W, D] -> scores [KVH, W]."""
+        """queries [1, H, n, D] at ``observers(W)`` or None; keys [1, KVH, M + W, D] -> scores [KVH, W]."""
         ...
 
 
@@ -34,11 +38,16 @@ class ObservationAttention:
     name = "snapkv"
     needs_queries = True
 
-    def __init__(self, pool: int = 7) -> None:
+    def __init__(self, pool: int = 7, observers: int = 32) -> None:
         self.pool = pool
+        self.n_observers = observers
+
+    def observers(self, width: int) -> torch.Tensor:
+        n = min(self.n_observers, width)
+        return torch.arange(width - n, width)
 
     def __call__(self, queries: torch.Tensor | None, keys: torch.Tensor, memory_len: int) -> torch.Tensor:
-        assert queries is not None, "snapkv scoring needs captured queries"
+        assert queries is not None, "observation scoring needs captured queries"
         _, heads, n_obs, dim = queries.shape
         kv_heads, total = keys.shape[1], keys.shape[2]
         window = total - memory_len
@@ -46,16 +55,44 @@ class ObservationAttention:
         q = queries.float().reshape(kv_heads, groups * n_obs, dim)
         logits = torch.einsum("hqd,hkd->hqk", q, keys[0].float()) / math.sqrt(dim)
         logits = logits.view(kv_heads, groups, n_obs, total)
-        # Observation query i sits at window offset window - n_obs + i.
         key_pos = torch.arange(window, device=keys.device)
-        query_pos = torch.arange(window - n_obs, window, device=keys.device)
+        query_pos = self.observers(window).to(keys.device)
         future = key_pos[None, :] > query_pos[:, None]
         logits[..., memory_len:] = logits[..., memory_len:].masked_fill(future, float("-inf"))
         attn = logits.softmax(dim=-1)[..., memory_len:]
-        scores = attn.sum(dim=(1, 2))
+        scores = self.reduce(attn.sum(dim=1), future)
         if self.pool > 1:
             scores = F.avg_pool1d(scores[:, None], self.pool, stride=1, padding=self.pool // 2).squeeze(1)
         return scores[:, :window]
+
+    def reduce(self, attn: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+        """[KVH, n_obs, W] attention -> [KVH, W] scores."""
+        return attn.sum(dim=1)
+
+
+class SpreadObservation(ObservationAttention):
+    """Observers spread evenly over the window, not only at its end.
+
+    The last queries of a window look at what the window ends on; a fact
+    stated early and never mentioned again gets no attention from them, and
+    a memory is written before anyone knows the question. Queries from every
+    part of the window each vote for what they attend to; a token's score is
+    its mean attention from the observers that can see it, so early tokens
+    are not favoured just for being visible to more of them.
+    """
+
+    name = "spread"
+
+    def __init__(self, pool: int = 7, observers: int = 64) -> None:
+        super().__init__(pool, observers)
+
+    def observers(self, width: int) -> torch.Tensor:
+        n = min(self.n_observers, width)
+        return torch.linspace(0, width - 1, n).round().long().unique()
+
+    def reduce(self, attn: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+        seen_by = (~future).sum(dim=0).clamp(min=1)  # observers at or after each token
+        return attn.sum(dim=1) / seen_by
 
 
 class KeyNorm:
@@ -64,11 +101,14 @@ class KeyNorm:
     name = "keynorm"
     needs_queries = False
 
+    def observers(self, width: int) -> torch.Tensor:
+        return torch.arange(0)
+
     def __call__(self, queries: torch.Tensor | None, keys: torch.Tensor, memory_len: int) -> torch.Tensor:
         return -keys[0, :, memory_len:].float().norm(dim=-1)
 
 
-SCORERS: dict[str, type] = {"snapkv": ObservationAttention, "keynorm": KeyNorm}
+SCORERS: dict[str, type] = {"snapkv": ObservationAttention, "spread": SpreadObservation, "keynorm": KeyNorm}
 
 
 def get_scorer(name: str) -> Scorer:

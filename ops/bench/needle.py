@@ -68,14 +68,16 @@ def main() -> None:
     parser.add_argument("--facts", type=int, default=10)
     parser.add_argument("--max-tokens", type=int, default=40, help="new tokens for each answer")
     parser.add_argument("--window", type=int, default=None)
+    parser.add_argument("--scorer", default=None, help="memory scorer (default: MEMORAG_SCORER)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     settings = get_settings()
     window = args.window or settings.window
+    scorer = args.scorer or settings.scorer
     lm = load_model(settings=settings)
     storage = resolve_dtype(settings.memory_dtype, lm.device)
     facts = FACTS[: args.facts]
-    print(f"model {lm.name} ({lm.dtype}), window {window}, {len(facts)} facts")
+    print(f"model {lm.name} ({lm.dtype}), window {window}, scorer {scorer}, {len(facts)} facts")
     runs = []
     for n in [int(x) for x in args.tokens.split(",") if x]:
         ids = plant(lm.tokenizer, essay_tokens(lm.tokenizer, n), facts)
@@ -86,7 +88,7 @@ def main() -> None:
                 runs.append({"tokens": n, "beta": beta, "mode": mode, "skipped": "exceeds the model's positions"})
                 continue
             started = time.perf_counter()
-            memory = form_memory(lm, ids, beta=beta, window=window, storage_dtype=storage)
+            memory = form_memory(lm, ids, beta=beta, window=window, scorer=scorer, storage_dtype=storage)
             result = evaluate(lm, memory, facts, args.max_tokens)
             runs.append({"tokens": n, "beta": beta, "mode": mode, **result, "seconds": time.perf_counter() - started})
             print(f"[{n} tokens] {mode} beta {beta}: {result}", flush=True)
@@ -109,8 +111,8 @@ def main() -> None:
             "seconds",
         ],
     )
-    write_json(args.json, {"model": lm.name, "dtype": str(lm.dtype), "window": window, "facts": len(facts),
-                           "date": time.strftime("%Y-%m-%d"), "runs": runs})  # fmt: skip
+    write_json(args.json, {"model": lm.name, "dtype": str(lm.dtype), "window": window, "scorer": scorer,
+                           "facts": len(facts), "date": time.strftime("%Y-%m-%d"), "runs": runs})  # fmt: skip
 
 
 if __name__ == "__main__":
