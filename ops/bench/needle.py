@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--facts", type=int, default=10)
     parser.add_argument("--max-tokens", type=int, default=40, help="new tokens for each answer")
     parser.add_argument("--window", type=int, default=None)
+    parser.add_argument("--skip-full", action="store_true", help="no full-context baseline (compare scorers)")
     parser.add_argument("--scorer", default=None, help="memory scorer (default: MEMORAG_SCORER)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -81,7 +82,7 @@ def main() -> None:
     runs = []
     for n in [int(x) for x in args.tokens.split(",") if x]:
         ids = plant(lm.tokenizer, essay_tokens(lm.tokenizer, n), facts)
-        fits = len(ids) + 200 <= lm.max_positions
+        fits = len(ids) + 200 <= lm.max_positions and not args.skip_full
         configs = ([("full", 1)] if fits else []) + [("memory", int(b)) for b in args.betas.split(",") if b]
         for mode, beta in configs:
             if peak_positions(len(ids), window, beta) > lm.max_positions:
