@@ -53,7 +53,47 @@ class FriendlyGroup(click.Group):
             raise Failure(str(message)) from exc
 
 
-def progress() -> Progress:
+class LineProgress:
+    """Progress for output that is not a terminal (logs, CI, nohup), where a live bar prints nothing
+    until it ends: one plain line when a task's stage changes, otherwise at most every ``every`` s."""
+
+    def __init__(self, every: float = 15.0) -> None:
+        self.every = every
+        self.tasks: dict[int, dict] = {}
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def add_task(self, description: str, total: float | None = None, **_) -> int:
+        task = len(self.tasks)
+        self.tasks[task] = {"description": description, "completed": 0, "total": total, "shown": 0.0}
+        self._show(task)
+        return task
+
+    def update(self, task: int, *, description: str | None = None, completed: float | None = None,
+               total: float | None = None, **_) -> None:  # fmt: skip
+        state = self.tasks[task]
+        changed = description is not None and description != state["description"]
+        for key, value in (("description", description), ("completed", completed), ("total", total)):
+            if value is not None:
+                state[key] = value
+        if changed or time.monotonic() - state["shown"] >= self.every:
+            self._show(task)
+
+    def _show(self, task: int) -> None:
+        state = self.tasks[task]
+        state["shown"] = time.monotonic()
+        count = f" {state['completed']:.0f}/{state['total']:.0f}" if state["total"] else ""
+        console.print(f"{state['description']}{count}", highlight=False)
+
+
+def progress() -> Progress | LineProgress:
+    """A live bar on a terminal, plain progress lines anywhere else."""
+    if not console.is_terminal:
+        return LineProgress()
     return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),

@@ -10,6 +10,7 @@ writes the JSON it promises.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -150,6 +151,7 @@ def test_eval_command_prints_the_table_and_writes_json(tmp_path, tiny_long_model
     assert result.exit_code == 0, result.output
     for mode in MODES:
         assert mode in result.output
+    assert re.search(r": memorag \d+/\d+\n", result.output)  # progress lines when output is not a terminal
     payload = json.loads(out.read_text())
     assert payload["dataset"] == "longbench" and payload["n"] == 2
     assert set(payload["modes"]["memorag"]) >= {"f1", "em", "rougeL", "recall@3", "hit@3", "latency_s"}
