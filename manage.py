@@ -76,7 +76,7 @@ class LineProgress:
     def update(self, task: int, *, description: str | None = None, completed: float | None = None,
                total: float | None = None, **_) -> None:  # fmt: skip
         state = self.tasks[task]
-        changed = description is not None and description != state["description"]
+        changed = description is not None and _stage(description) != _stage(state["description"])
         for key, value in (("description", description), ("completed", completed), ("total", total)):
             if value is not None:
                 state[key] = value
@@ -88,6 +88,13 @@ class LineProgress:
         state["shown"] = time.monotonic()
         count = f" {state['completed']:.0f}/{state['total']:.0f}" if state["total"] else ""
         console.print(f"{state['description']}{count}", highlight=False)
+
+
+def _stage(description: str) -> str:
+    """A description without its percentages: "memory 40%" and "memory 41%" are one stage."""
+    import re
+
+    return re.sub(r"\d+(\.\d+)?%", "%", description)
 
 
 def progress() -> Progress | LineProgress:
