@@ -59,6 +59,8 @@ def ensure_slot(lm: LoadedModel, spec: LoraSpec = LoraSpec()) -> None:
         inject_adapter_in_model(config, lm.model, adapter_name=SLOT)
         lm.model._memorag_lora = spec  # what shape the slot has, for checking loaded weights
         for name, param in lm.model.named_parameters():
+            if "lora_" in name:  # float32 whatever the base computes in: exact hot swaps, stable training
+                param.data = param.data.float()
             param.requires_grad_("lora_" in name)
         _set_enabled(lm, False)
         _loaded[id(lm.model)] = None

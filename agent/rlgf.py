@@ -35,7 +35,7 @@ from agent.memory.types import GlobalMemory
 from agent.metrics import gold_chunk_ids, hit_at_k, recall_at_k
 from agent.models import LoadedModel
 from agent.pipeline import chat_prompt
-from agent.retrieval import Embedder, Evidence, retrieve
+from agent.retrieval import DEFAULT_FUSION, Embedder, Evidence, retrieve
 from store.vectors import Chunk, VectorIndex
 
 Progress = Callable[[str, int, int], None]
@@ -58,6 +58,7 @@ class Corpus(Protocol):
     embedder: Embedder
     index: VectorIndex
     k: int
+    fusion: str  # how clues and question are fused, as in agent.retrieval.FUSIONS
 
     def memory(self, doc_id: str) -> GlobalMemory: ...
     def kb(self, doc_id: str) -> str: ...
@@ -72,6 +73,7 @@ class Documents:
     embedder: Embedder
     index: VectorIndex
     k: int
+    fusion: str = DEFAULT_FUSION  # the pipeline's, so rewards and the gate see what queries will
     memories: dict[str, GlobalMemory] = field(default_factory=dict)
     kbs: dict[str, str] = field(default_factory=dict)
     chunk_lists: dict[str, list[Chunk]] = field(default_factory=dict)
@@ -118,7 +120,7 @@ def completion_ids(lm: LoadedModel, text: str) -> list[int]:
 
 def retrieve_with(corpus: Corpus, example: Example, clues: Sequence[str]) -> list[Evidence]:
     return retrieve(corpus.index, corpus.embedder, corpus.kb(example.doc_id), example.question, list(clues),
-                    k=corpus.k)  # fmt: skip
+                    k=corpus.k, fusion=corpus.fusion)  # fmt: skip
 
 
 def answer_loglik(corpus: Corpus, example: Example, evidence: Sequence[Evidence]) -> float:

@@ -127,7 +127,10 @@ def test_the_slot_is_off_for_memories_and_answers_and_swaps_by_weights(corpus):
 
 
 def test_gate_promotes_an_adapter_that_quotes_the_evidence_and_refuses_a_misled_one(corpus):
-    """A random model's other clues are noise, so retrieval here uses the trained spans alone."""
+    """A random model's other clues are noise, so retrieval here uses the trained spans alone, each
+    with its own vote: a tiny random model learns only fragments of the evidence in 120 steps, too
+    little to outweigh a question anchored into every clue (the pipeline's fusion)."""
+    corpus.fusion = "rrf"
     examples = _examples(corpus)
     base = rlgf.evaluate(corpus, examples, adapter=False, loglik=False, spans_only=True)
     config = rlgf.TrainConfig(steps=0, sft_steps=120, lr=2e-2, seed=0)
