@@ -6,6 +6,7 @@ Every user-facing failure is one line on stderr with exit code 2.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 import uuid
@@ -92,8 +93,6 @@ class LineProgress:
 
 def _stage(description: str) -> str:
     """A description without its percentages: "memory 40%" and "memory 41%" are one stage."""
-    import re
-
     return re.sub(r"\d+(\.\d+)?%", "%", description)
 
 

@@ -1,6 +1,6 @@
 """Which key/value pairs of a window deserve to stay in memory.
 
-A scorer sees one layer at a time: the window's last queries (after RoPE,
+A scorer sees one layer at a time: the window queries it asked to observe (after RoPE,
 captured inside attention), and the layer's keys over memory + window. It
 returns one score per KV head and window token; higher means keep.
 """
@@ -16,10 +16,9 @@ import torch.nn.functional as F
 
 class Scorer(Protocol):
     name: str
-    needs_queries: bool
 
     def observers(self, width: int) -> torch.Tensor:
-        """Window offsets of the queries to capture (sorted); empty when ``needs_queries`` is False."""
+        """Window offsets of the queries to capture (sorted); empty for a scorer that needs none."""
         ...
 
     def __call__(self, queries: torch.Tensor | None, keys: torch.Tensor, memory_len: int) -> torch.Tensor:
@@ -36,7 +35,6 @@ class ObservationAttention:
     """
 
     name = "snapkv"
-    needs_queries = True
 
     def __init__(self, pool: int = 7, observers: int = 32) -> None:
         self.pool = pool
@@ -99,7 +97,6 @@ class KeyNorm:
     """Keys with a small L2 norm draw the most attention (Devoto et al., 2024)."""
 
     name = "keynorm"
-    needs_queries = False
 
     def observers(self, width: int) -> torch.Tensor:
         return torch.arange(0)
