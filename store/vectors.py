@@ -3,7 +3,9 @@
 ``EmbeddedIndex`` keeps chunk texts and vectors in the same Redis as the
 memories and searches exactly (cosine over normalized vectors) with numpy,
 over a matrix cached per process and reloaded when the knowledge base's
-version counter moves. ``WeaviateIndex`` (in ``store.weaviate``) is the
+version counter moves. Searches learn that a counter moved from Redis's
+invalidation pushes (``store.tracking``) rather than a read per search, so a
+warm search costs the matrix product and little else. ``WeaviateIndex`` (in ``store.weaviate``) is the
 production store. A search in one knowledge base never sees another's chunks.
 """
 
@@ -17,6 +19,8 @@ from urllib.parse import quote
 
 import numpy as np
 import redis
+
+from store.tracking import KeyWatch
 
 
 @dataclass(frozen=True)
@@ -85,9 +89,14 @@ class EmbeddedIndex:
         self.prefix = prefix
         self._cache: dict[str, _Snapshot] = {}
         self._lock = threading.Lock()
+        self._versions = KeyWatch(client, f"{prefix}/version:")
 
     def _key(self, kb: str, part: str) -> str:
         return f"{self.prefix}:{quote(kb, safe='')}:{part}"
+
+    def _version_key(self, kb: str) -> str:
+        """Outside the knowledge base's key space: dropping it never resets the counter."""
+        return f"{self.prefix}/version:{quote(kb, safe='')}"
 
     def upsert(self, kb: str, chunks: list[Chunk], vectors: np.ndarray) -> None:
         vectors = np.asarray(vectors, dtype=np.float32)
@@ -98,8 +107,9 @@ class EmbeddedIndex:
             pipe.hset(self._key(kb, "chunks"), chunk.id, chunk.to_json())
             pipe.hset(self._key(kb, "vectors"), chunk.id, _normalize(vector).tobytes())
             pipe.sadd(self._key(kb, f"doc:{quote(chunk.doc_id, safe='')}"), chunk.id)
-        pipe.incr(self._key(kb, "version"))
+        pipe.incr(self._version_key(kb))
         pipe.execute()
+        self._forget(kb)
 
     def delete_document(self, kb: str, doc_id: str) -> int:
         members = self._key(kb, f"doc:{quote(doc_id, safe='')}")
@@ -109,8 +119,9 @@ class EmbeddedIndex:
             pipe.hdel(self._key(kb, "chunks"), *ids)
             pipe.hdel(self._key(kb, "vectors"), *ids)
         pipe.delete(members)
-        pipe.incr(self._key(kb, "version"))
+        pipe.incr(self._version_key(kb))
         pipe.execute()
+        self._forget(kb)
         return len(ids)
 
     def count(self, kb: str) -> int:
@@ -120,18 +131,26 @@ class EmbeddedIndex:
         keys = list(self.client.scan_iter(match=self._key(kb, "*"), count=1000))
         if keys:
             self.client.delete(*keys)
-        self.client.incr(self._key(kb, "version"))
+        self.client.incr(self._version_key(kb))
+        self._forget(kb)
+
+    def _forget(self, kb: str) -> None:
+        """Read-your-writes in this process, before the server's invalidation push arrives."""
         with self._lock:
             self._cache.pop(kb, None)
 
     def _snapshot(self, kb: str) -> _Snapshot:
-        version = int(self.client.get(self._key(kb, "version")) or 0)
+        version_key = self._version_key(kb)
         with self._lock:
             snap = self._cache.get(kb)
-            if snap is not None and snap.version == version:
-                return snap
+        if snap is not None and self._versions.trusted(version_key):
+            return snap
+        self._versions.mark(version_key)
+        version = int(self.client.get(version_key) or 0)
+        if snap is not None and snap.version == version:
+            return snap
         pipe = self.client.pipeline(transaction=True)
-        pipe.get(self._key(kb, "version"))
+        pipe.get(version_key)
         pipe.hgetall(self._key(kb, "chunks"))
         pipe.hgetall(self._key(kb, "vectors"))
         version_raw, chunk_map, vector_map = pipe.execute()
