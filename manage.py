@@ -896,7 +896,7 @@ def _print_report(report) -> None:
     summary = report.modes()
     n = report.to_json()["n"]
     table = Table(title=f"{report.dataset}: {n} questions, {report.model}, beta {report.config.beta}, k {k}")
-    columns = ["n", "f1", "em", "rougeL", f"recall@{k}", f"hit@{k}", "latency_s"]
+    columns = ["n", "f1", "em", "rougeL", f"recall@{k}", f"hit@{k}", "answer_in_evidence", "latency_s"]
     table.add_column("mode")
     for column in columns:
         table.add_column(column, justify="right")

@@ -27,7 +27,7 @@ from agent.backends import LocalBackend, generator_backend
 from agent.datasets import Sample, load_leval, load_longbench, load_needle, load_qmsum
 from agent.memory.errors import MemoryProblem
 from agent.memory.types import GlobalMemory
-from agent.metrics import best_of, exact_match, gold_chunk_ids, hit_at_k, recall_at_k, rouge_l, token_f1
+from agent.metrics import answer_in, best_of, exact_match, gold_chunk_ids, hit_at_k, recall_at_k, rouge_l, token_f1
 from agent.models import LoadedModel
 from agent.pipeline import memorize, rehydrate, save_memory
 from agent.retrieval import Embedder, chunk_document, retrieve
@@ -90,6 +90,7 @@ class Outcome:
     rougeL: float
     recall: float | None  # None where the mode retrieves nothing or there is no gold evidence
     hit: float | None
+    answer_found: float | None  # a gold answer in what the generator was given (None: memory-only mode)
     latency_s: float
     stages: dict[str, float] = field(default_factory=dict)
     retrieved: list[str] = field(default_factory=list)
@@ -112,6 +113,7 @@ class Report:
                 continue
             recalls = [o.recall for o in rows if o.recall is not None]
             hits = [o.hit for o in rows if o.hit is not None]
+            found = [o.answer_found for o in rows if o.answer_found is not None]
             stages = {s for o in rows for s in o.stages}
             table[mode] = {
                 "n": len(rows),
@@ -120,6 +122,7 @@ class Report:
                 "rougeL": statistics.fmean(o.rougeL for o in rows),
                 f"recall@{k}": statistics.fmean(recalls) if recalls else None,
                 f"hit@{k}": statistics.fmean(hits) if hits else None,
+                "answer_in_evidence": statistics.fmean(found) if found else None,
                 "latency_s": statistics.fmean(o.latency_s for o in rows),
                 "stages_s": {s: statistics.fmean(o.stages.get(s, 0.0) for o in rows) for s in sorted(stages)},
             }
@@ -206,13 +209,14 @@ class Harness:
             clock[0] = now
 
         retrieved: list[str] = []
+        given: str | None = None  # the text the generator answers from
         if mode == "qa":
             prediction = programs.execute(programs.draft_answer, LocalBackend(self.lm, memory), question=question.text,
                               max_tokens=self.config.answer_tokens)["answer"]  # fmt: skip
             lap("answer")
         else:
             if mode == "full":
-                evidence = self.full_context(sample.text, question.text)
+                evidence = given = self.full_context(sample.text, question.text)
             else:
                 clues: list[str] = []
                 if mode == "memorag":
@@ -220,6 +224,7 @@ class Harness:
                     lap("clues")
                 found = retrieve(self.index, self.embedder, kb, question.text, clues, k=self.config.k)
                 retrieved = [e.chunk.id for e in found]
+                given = "\n".join(e.chunk.text for e in found)
                 evidence = programs.format_evidence([e.chunk.text for e in found])
                 lap("retrieval")
             prediction = programs.execute(
@@ -238,6 +243,7 @@ class Harness:
             rougeL=best_of(rouge_l, prediction, question.answers),
             recall=recall_at_k(gold, retrieved, k) if gold else None,
             hit=hit_at_k(gold, retrieved, k) if gold else None,
+            answer_found=answer_in(given, question.answers) if given is not None else None,
             latency_s=sum(stages.values()), stages=stages, retrieved=retrieved,
         )  # fmt: skip
 

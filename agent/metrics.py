@@ -54,6 +54,16 @@ def best_of(metric, prediction: str, golds: list[str]) -> float:
     return max((metric(prediction, g) for g in golds), default=0.0)
 
 
+def answer_in(evidence: str, golds: list[str]) -> float:
+    """1.0 when some gold answer appears, as whole words, in the evidence.
+
+    Tells retrieval's share of a short-answer question apart from the
+    generator's: the generator cannot be blamed when the answer was not there.
+    """
+    text = f" {normalize(evidence)} "
+    return float(any(f" {g} " in text for g in map(normalize, golds) if g))
+
+
 Span = tuple[int, int]  # [start, end) in characters
 
 

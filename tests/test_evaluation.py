@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from agent.datasets import load_needle
 from agent.evaluation import MODES, EvalConfig, Harness, load_samples, truncate_middle
-from agent.metrics import gold_chunk_ids, recall_at_k, token_f1
+from agent.metrics import answer_in, gold_chunk_ids, recall_at_k, token_f1
 from agent.retrieval import chunk_document, get_embedder
 from store.memories import MemoryStore
 from store.vectors import EmbeddedIndex
@@ -76,7 +76,7 @@ def test_every_mode_answers_every_question_of_a_two_document_slice(harness, tmp_
     table = report.to_json()
     assert table["n"] == questions and set(table["modes"]) == set(MODES)
     for row in table["modes"].values():
-        assert {"f1", "em", "rougeL", "recall@3", "hit@3", "latency_s"} <= set(row)
+        assert {"f1", "em", "rougeL", "recall@3", "hit@3", "answer_in_evidence", "latency_s"} <= set(row)
     for outcome in report.outcomes:
         assert outcome.f1 == max(token_f1(outcome.prediction, a) for a in outcome.answers)
         retrieves = outcome.mode in ("rag", "memorag")
@@ -106,6 +106,10 @@ def test_modes_share_chunks_embedder_and_k(harness, tmp_path):
     assert len(rag.retrieved) == len(memorag.retrieved) == CONFIG.k
     gold = gold_chunk_ids(chunks, sample.questions[0].evidence)
     assert rag.recall == recall_at_k(gold, rag.retrieved, CONFIG.k)
+    by_id = {c.id: c.text for c in chunks}
+    for outcome in (rag, memorag):  # the answer is looked for in exactly what the generator was given
+        assert outcome.answer_found == answer_in("\n".join(by_id[i] for i in outcome.retrieved), outcome.answers)
+    assert next(o for o in report.outcomes if o.mode == "qa").answer_found is None
 
 
 def test_memories_are_built_once_and_reused(harness, tmp_path):

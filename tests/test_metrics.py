@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent.metrics import (
+    answer_in,
     best_of,
     covered_fraction,
     exact_match,
@@ -63,3 +64,12 @@ def test_recall_and_hit_of_a_known_ranking():
     assert recall_at_k(gold, ranked, 5) == pytest.approx(2 / 3)  # d:1 is sixth
     assert recall_at_k(gold, ranked, 6) == 1.0
     assert hit_at_k(gold, ranked, 1) == 1.0 and hit_at_k(gold, ["d#0", "d#3"], 5) == 0.0
+
+
+def test_answer_in_evidence_matches_whole_words_after_normalization():
+    evidence = "The Packers won Super Bowl I and II.\nThe code is 4721."
+    assert answer_in(evidence, ["green bay packers", "Packers"]) == 1.0
+    assert answer_in(evidence, ["4721"]) == 1.0
+    assert answer_in(evidence, ["472"]) == 0.0, "part of a number is not the answer"
+    assert answer_in(evidence, ["the"]) == 0.0, "an answer that normalizes to nothing never matches"
+    assert answer_in(evidence, ["Super Bowl III"]) == 0.0
