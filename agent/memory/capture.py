@@ -4,7 +4,8 @@ Importance scores need query states after RoPE. Asking the model for
 ``output_attentions`` would force eager attention over the whole window;
 instead an attention function wraps SDPA and, only while a capture is
 active on this thread, keeps the queries at the scorer's chosen window
-offsets in every layer.
+offsets in every layer. A window that reads over a memory is handed to
+``prefix_attention`` (exact, faster on CPU) instead of masked SDPA.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+
+from agent.memory.prefix_attention import split_attention
 
 ATTENTION_NAME = "memorag_sdpa"
 _local = threading.local()
@@ -38,7 +41,9 @@ def _capturing_sdpa(module, query, key, value, attention_mask, **kwargs):
     if capture is not None:
         offsets, captured = capture
         captured[module.layer_idx] = query[:, :, offsets.to(query.device), :].detach()
-    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    return split_attention(module, query, key, value, attention_mask, **kwargs) or sdpa_attention_forward(
+        module, query, key, value, attention_mask, **kwargs
+    )
 
 
 def register_capture_attention() -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 
 from agent.memory.capture import capture_queries
+from agent.memory.prefix_attention import reading_over_memory
 from agent.memory.rope import rerotate_keys
 from agent.memory.scorers import Scorer, get_scorer
 from agent.memory.types import GlobalMemory, MemoryMeta
@@ -88,7 +89,7 @@ def form_memory(
         chunk = ids[start : start + window]
         width = chunk.numel()
         positions = torch.arange(memory_len, memory_len + width, device=device)
-        with capture_queries(score.observers(width)) as queries:
+        with capture_queries(score.observers(width)) as queries, reading_over_memory(memory_len):
             model.base_model(input_ids=chunk[None], position_ids=positions[None], cache=cache, use_cache=True)
         if beta == 1:
             for layer in range(layers):

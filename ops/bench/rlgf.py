@@ -32,7 +32,7 @@ from agent.datasets import load_qmsum
 from agent.evaluation import EvalConfig, Harness, Report
 from agent.metrics import gold_chunk_ids, hit_at_k, recall_at_k
 from agent.models import load_model
-from agent.retrieval import get_embedder
+from agent.retrieval import DEFAULT_FUSION, FUSIONS, get_embedder
 from agent.settings import get_settings
 from store.memories import MemoryStore
 from store.redis import connect
@@ -66,6 +66,9 @@ def main() -> None:
     parser.add_argument("--beta", type=int, default=16)
     parser.add_argument("--candidates", type=int, default=4)
     parser.add_argument("--margin", type=float, default=0.05)
+    parser.add_argument("--pair-fusion", default=None, choices=sorted(FUSIONS),
+                        help="fusion that scores sampled clue sets for preference pairs (default: the pipeline's); "
+                        "'rrf' gives each span its own vote, so candidates differ more")  # fmt: skip
     parser.add_argument("--loglik-weight", type=float, default=0.2)
     parser.add_argument("--pref-minutes", type=float, default=10.0, help="time budget for sampling and scoring")
     parser.add_argument("--sft-steps", type=int, default=40)
@@ -116,8 +119,10 @@ def main() -> None:
 
     # Preference data sampled from the current clue writer (the warm-started one).
     weights = rlgf.RewardWeights(recall=1.0, loglik=args.loglik_weight)
+    corpus.fusion = args.pair_fusion or DEFAULT_FUSION
     pairs, stats = rlgf.preference_data(corpus, train, n=args.candidates, margin=args.margin, weights=weights,
                                         seed=args.seed, budget_s=args.pref_minutes * 60, on_progress=say)  # fmt: skip
+    corpus.fusion = DEFAULT_FUSION  # every row is evaluated with the pipeline's fusion
     print(f"{stats.pairs} pairs from {stats.examples} queries, {stats.candidates} candidates ({stats.seconds:.0f} s)")
     dpo_run = rlgf.train(corpus, pairs, rlgf.TrainConfig(steps=args.dpo_steps, **train_cfg), on_progress=say)
     adapters.mark(lm, "dpo")

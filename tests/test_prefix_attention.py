@@ -1,0 +1,54 @@
+"""The split attention of a window over a memory equals masked attention."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from agent.memory.formation import form_memory
+from agent.memory.prefix_attention import reading_over_memory, split_attention
+
+
+def _masked_reference(query, key, value, memory_len, groups):
+    key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
+    width = query.shape[2]
+    mask = torch.ones(width, memory_len + width, dtype=torch.bool).tril(memory_len)
+    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+    return out.transpose(1, 2)
+
+
+@pytest.mark.parametrize("memory_len", [1, 37, 300])
+def test_split_equals_masked_attention(memory_len):
+    torch.manual_seed(0)
+    heads, kv_heads, width, dim = 6, 2, 50, 16
+    module = SimpleNamespace(num_key_value_groups=heads // kv_heads, config=SimpleNamespace())
+    query = torch.randn(1, heads, width, dim)
+    key, value = torch.randn(2, 1, kv_heads, memory_len + width, dim).unbind(0)
+    with reading_over_memory(memory_len):
+        out, _ = split_attention(module, query, key, value, None)
+    expected = _masked_reference(query, key, value, memory_len, heads // kv_heads)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_split_applies_only_to_a_window_over_a_memory():
+    module = SimpleNamespace(num_key_value_groups=1, config=SimpleNamespace(sliding_window=None))
+    query, key = torch.randn(1, 2, 8, 4), torch.randn(1, 2, 12, 4)
+    assert split_attention(module, query, key, key, None) is None, "outside formation: plain SDPA"
+    with reading_over_memory(4):
+        assert split_attention(module, query[:, :, :1], key[:, :, :5], key[:, :, :5], None) is None  # decoding
+        assert split_attention(module, query, key[:, :, :10], key[:, :, :10], None) is None  # not memory + window
+        narrow = SimpleNamespace(num_key_value_groups=1, config=SimpleNamespace(sliding_window=6))
+        assert split_attention(narrow, query, key, key, None) is None  # a sliding window needs its mask
+        assert split_attention(module, query, key, key, None) is not None
+
+
+def test_memory_formed_with_split_attention_matches_masked_attention(tiny_lm, monkeypatch):
+    ids = torch.randint(0, len(tiny_lm.tokenizer), (700,)).tolist()
+    split = form_memory(tiny_lm, ids, beta=4, window=128)
+    monkeypatch.setattr("agent.memory.capture.split_attention", lambda *a, **kw: None)
+    masked = form_memory(tiny_lm, ids, beta=4, window=128)
+    assert torch.equal(split.token_indices, masked.token_indices), "the same tokens are kept"
+    for a, b in zip(split.keys + split.values, masked.keys + masked.values, strict=True):
+        torch.testing.assert_close(a.float(), b.float(), atol=2e-2, rtol=2e-2)
