@@ -4,8 +4,8 @@ While a memory forms, each window's queries see every memory token and the
 window causally. Handing SDPA that pattern as a mask keeps it off its fast
 paths on CPU; instead the window attends to the memory with no mask and to
 itself with ``is_causal``, and the two partial results are merged by their
-log-sum-exp, which is exact up to rounding. About 15% less attention time
-at 1,000 memory tokens on a 1,024-token window (docs/benchmarks.md).
+log-sum-exp, which is exact up to rounding and faster (docs/benchmarks.md,
+memory formation).
 """
 
 from __future__ import annotations
