@@ -224,8 +224,8 @@ class Harness:
                     lap("clues")
                 found = retrieve(self.index, self.embedder, kb, question.text, clues, k=self.config.k)
                 retrieved = [e.chunk.id for e in found]
-                given = "\n".join(e.chunk.text for e in found)
-                evidence = programs.format_evidence([e.chunk.text for e in found])
+                passages = [e.chunk.text for e in found]
+                given, evidence = "\n".join(passages), programs.format_evidence(passages)
                 lap("retrieval")
             prediction = programs.execute(
                 self.answer_program, self.generator, question=question.text, evidence=evidence,

@@ -5,8 +5,9 @@ memories and searches exactly (cosine over normalized vectors) with numpy,
 over a matrix cached per process and reloaded when the knowledge base's
 version counter moves. Searches learn that a counter moved from Redis's
 invalidation pushes (``store.tracking``) rather than a read per search, so a
-warm search costs the matrix product and little else. ``WeaviateIndex`` (in ``store.weaviate``) is the
-production store. A search in one knowledge base never sees another's chunks.
+warm search costs the matrix product and little else. ``WeaviateIndex`` (in
+``store.weaviate``) is the production store. A search in one knowledge base
+never sees another's chunks.
 """
 
 from __future__ import annotations

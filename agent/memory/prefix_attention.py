@@ -44,10 +44,10 @@ def split_attention(module, query, key, value, attention_mask, scaling=None, dro
         or (getattr(module.config, "sliding_window", None) or key.shape[2]) < key.shape[2]
     ):
         return None
+    from transformers.integrations.sdpa_attention import repeat_kv
+
     groups = getattr(module, "num_key_value_groups", 1)
-    if groups > 1:
-        key = key.repeat_interleave(groups, dim=1)
-        value = value.repeat_interleave(groups, dim=1)
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
     own, own_lse = flash(query, key[:, :, memory_len:], value[:, :, memory_len:], is_causal=True, scale=scaling)[:2]
     mem, mem_lse = flash(query, key[:, :, :memory_len], value[:, :, :memory_len], scale=scaling)[:2]
