@@ -46,28 +46,30 @@ MAX_CLUES = 8
 MIN_WORDS = 3
 
 
+# A program's sampling temperature is named ``heat``: ``SglFunction.run`` takes a
+# ``temperature`` keyword for itself and would never pass it to the program.
 @sgl.function
-def recall_spans(s, question: str, max_tokens: int = CLUE_TOKENS, temperature: float = 0.0):
+def recall_spans(s, question: str, max_tokens: int = CLUE_TOKENS, heat: float = 0.0):
     s += sgl.user(PROMPTS["recall_spans"].format(question=question))
-    s += sgl.assistant(sgl.gen("clues", max_tokens=max_tokens, temperature=temperature))
+    s += sgl.assistant(sgl.gen("clues", max_tokens=max_tokens, temperature=heat))
 
 
 @sgl.function
-def surrogate_questions(s, question: str, n: int = 4, max_tokens: int = CLUE_TOKENS, temperature: float = 0.0):
+def surrogate_questions(s, question: str, n: int = 4, max_tokens: int = CLUE_TOKENS, heat: float = 0.0):
     s += sgl.user(PROMPTS["surrogate_questions"].format(question=question, n=n))
-    s += sgl.assistant(sgl.gen("clues", max_tokens=max_tokens, temperature=temperature))
+    s += sgl.assistant(sgl.gen("clues", max_tokens=max_tokens, temperature=heat))
 
 
 @sgl.function
-def draft_answer(s, question: str, max_tokens: int = ANSWER_TOKENS, temperature: float = 0.0):
+def draft_answer(s, question: str, max_tokens: int = ANSWER_TOKENS, heat: float = 0.0):
     s += sgl.user(PROMPTS["draft_answer"].format(question=question))
-    s += sgl.assistant(sgl.gen("answer", max_tokens=max_tokens, temperature=temperature))
+    s += sgl.assistant(sgl.gen("answer", max_tokens=max_tokens, temperature=heat))
 
 
 @sgl.function
-def key_points(s, max_tokens: int = CLUE_TOKENS, temperature: float = 0.0):
+def key_points(s, max_tokens: int = CLUE_TOKENS, heat: float = 0.0):
     s += sgl.user(PROMPTS["key_points"])
-    s += sgl.assistant(sgl.gen("clues", max_tokens=max_tokens, temperature=temperature))
+    s += sgl.assistant(sgl.gen("clues", max_tokens=max_tokens, temperature=heat))
 
 
 @sgl.function
@@ -155,9 +157,9 @@ def write_clues(backend, question: str, *, temperature: float = 0.0, adapter: bo
     sharper questions and the draft come from the base model.
     """
     spans_backend = backend.with_adapter(adapter) if hasattr(backend, "with_adapter") else backend
-    spans = recall_spans.run(question=question, temperature=temperature, backend=spans_backend)
-    questions = surrogate_questions.run(question=question, temperature=temperature, backend=backend)
-    draft = draft_answer.run(question=question, temperature=temperature, backend=backend)
+    spans = recall_spans.run(question=question, heat=temperature, backend=spans_backend)
+    questions = surrogate_questions.run(question=question, heat=temperature, backend=backend)
+    draft = draft_answer.run(question=question, heat=temperature, backend=backend)
     for state in (spans, questions, draft):
         if state.error():
             raise state.error()

@@ -160,7 +160,7 @@ def sample_candidates(corpus: Corpus, example: Example, n: int, *, temperature: 
     backend = LocalBackend(corpus.lm, corpus.memory(example.doc_id), adapter=True, seed=seed)
     texts = []
     for _ in range(n):
-        state = programs.execute(programs.recall_spans, backend, question=example.question, temperature=temperature,
+        state = programs.execute(programs.recall_spans, backend, question=example.question, heat=temperature,
                                  max_tokens=max_tokens)  # fmt: skip
         texts.append(state["clues"])
     return texts

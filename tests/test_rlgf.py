@@ -149,3 +149,13 @@ def test_gate_promotes_an_adapter_that_quotes_the_evidence_and_refuses_a_misled_
     bad = rlgf.evaluate(corpus, examples, adapter=True, loglik=False, spans_only=True)
     decision = rlgf.gate(bad, good, k=2, margin=0.1)
     assert not decision.promote and "margin" in decision.reason, (bad, good)
+
+
+def test_sampled_candidates_differ_from_each_other_and_repeat_for_a_seed(corpus):
+    """Preference pairs need candidates that differ: a sampled clue program must really sample."""
+    example = _examples(corpus)[0]
+    sampled = rlgf.sample_candidates(corpus, example, 3, temperature=1.0, seed=5, max_tokens=12)
+    assert len(set(sampled)) > 1
+    assert rlgf.sample_candidates(corpus, example, 3, temperature=1.0, seed=5, max_tokens=12) == sampled
+    greedy = rlgf.sample_candidates(corpus, example, 2, temperature=0.0, seed=5, max_tokens=12)
+    assert greedy[0] == greedy[1]
