@@ -158,12 +158,15 @@ class Fusion:
     drifts off topic is pulled back to the question.
     ``rocchio``: one search with the question's vector moved toward the
     clues' mean by this factor, instead of one ranking per clue.
+    ``pool``: clues only re-rank the question's own top ``pool`` chunks, so a
+    hallucinated clue can reorder what the question found but not replace it.
     """
 
     clue_share: float | None = None
     question_weight: float = 2.0
     anchored: bool = False
     rocchio: float | None = None
+    pool: int | None = None
 
 
 FUSIONS: dict[str, Fusion] = {
@@ -177,6 +180,8 @@ FUSIONS: dict[str, Fusion] = {
     "rocchio0.25": Fusion(rocchio=0.25),
     "rocchio0.5": Fusion(rocchio=0.5),
     "rocchio1": Fusion(rocchio=1.0),
+    "anchored_share1_pool10": Fusion(clue_share=1.0, anchored=True, pool=10),
+    "rrf_pool10": Fusion(pool=10),
 }
 # Chosen on QMSum train (30 questions, ops/bench/retrieval.py --fusions all; docs/benchmarks.md):
 # one RRF vote per clue lost 0.03 recall@5 to the question alone (8 of 30
@@ -194,10 +199,10 @@ def retrieve(
     k: int = 5,
     depth: int = 20,
     hybrid: bool = False,
-    fusion: str = DEFAULT_FUSION,
+    fusion: str | Fusion = DEFAULT_FUSION,
 ) -> list[Evidence]:
     """Search with the question and every clue, fuse (see ``Fusion``), return top-k in document order."""
-    plan = FUSIONS[fusion]
+    plan = FUSIONS[fusion] if isinstance(fusion, str) else fusion
     clues = [c for c in clues if c.strip()]
     texts = [f"{question} {c}" if plan.anchored else c for c in clues]
     vectors = embedder.encode([question, *texts])
@@ -214,6 +219,9 @@ def retrieve(
     else:
         weights = [1.0] + [plan.clue_share / len(texts)] * len(texts)
     fused = rrf(rankings, weights)
+    if plan.pool is not None:
+        allowed = set(rankings[0][: plan.pool])
+        fused = {i: score for i, score in fused.items() if i in allowed}
     best = sorted(fused, key=fused.get, reverse=True)[:k]
     found = [Evidence(by_id[i], fused[i], tuple(q for q, ranking in enumerate(rankings) if i in ranking)) for i in best]
     return sorted(found, key=lambda e: (e.chunk.doc_id, e.chunk.ordinal))

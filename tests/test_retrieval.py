@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from agent.retrieval import chunk_document, chunk_for_token, get_embedder, retrieve
+from agent.retrieval import Fusion, chunk_document, chunk_for_token, get_embedder, retrieve
 from store.vectors import EmbeddedIndex
 
 TRANSCRIPT = "\n".join(
@@ -124,3 +124,13 @@ def test_an_on_topic_clue_still_reaches_evidence_the_question_ranks_low(design_i
     clues = ["Marketing asked for a yellow colour scheme."]
     with_clue = {e.chunk.ordinal for e in retrieve(design_index, embedder, "kb", question, clues, k=2, fusion=fusion)}
     assert 3 in with_clue
+
+
+def test_a_pooled_fusion_only_reorders_what_the_question_found(design_index, embedder):
+    question = "What budget was set for the remote control?"
+    pool = [h.chunk.ordinal for h in retrieve(design_index, embedder, "kb", question, k=3)]
+    drifting = ["Tax reporting rules for freelancers changed.", "Weekend football results."]
+    unpooled = {e.chunk.ordinal for e in retrieve(design_index, embedder, "kb", question, drifting, k=3, fusion="rrf")}
+    assert unpooled - set(pool)  # per-clue votes pull in chunks the question never ranked
+    pooled = retrieve(design_index, embedder, "kb", question, drifting, k=3, fusion=Fusion(pool=3))
+    assert {e.chunk.ordinal for e in pooled} <= set(pool)

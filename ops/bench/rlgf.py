@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--beta", type=int, default=16)
     parser.add_argument("--candidates", type=int, default=4)
     parser.add_argument("--margin", type=float, default=0.05)
+    parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature of candidate clue sets")
     parser.add_argument("--pair-fusion", default=None, choices=sorted(FUSIONS),
                         help="fusion that scores sampled clue sets for preference pairs (default: the pipeline's); "
                         "'rrf' gives each span its own vote, so candidates differ more")  # fmt: skip
@@ -120,7 +121,8 @@ def main() -> None:
     # Preference data sampled from the current clue writer (the warm-started one).
     weights = rlgf.RewardWeights(recall=1.0, loglik=args.loglik_weight)
     corpus.fusion = args.pair_fusion or DEFAULT_FUSION
-    pairs, stats = rlgf.preference_data(corpus, train, n=args.candidates, margin=args.margin, weights=weights,
+    pairs, stats = rlgf.preference_data(corpus, train, n=args.candidates, temperature=args.temperature,
+                                        margin=args.margin, weights=weights,
                                         seed=args.seed, budget_s=args.pref_minutes * 60, on_progress=say)  # fmt: skip
     corpus.fusion = DEFAULT_FUSION  # every row is evaluated with the pipeline's fusion
     print(f"{stats.pairs} pairs from {stats.examples} queries, {stats.candidates} candidates ({stats.seconds:.0f} s)")
