@@ -847,10 +847,13 @@ def adapters_rollback() -> None:
 @click.option("--k", type=click.IntRange(1, 50), default=None, help="Chunks retrieved [MEMORAG_TOP_K].")
 @click.option("--answer-tokens", type=click.IntRange(1, 1024), default=None,
               help="Longest answer (default: 128 for qmsum, 32 for needle, 64 otherwise).")  # fmt: skip
+@click.option("--fusion", default=None, metavar="NAME",
+              help="How memorag fuses the question and its clues (default: the pipeline's; names in "
+                   "agent/retrieval.py FUSIONS).")  # fmt: skip
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the table, settings and every answer here.")  # fmt: skip
 def eval_(path: Path, fmt: str, modes: str, limit: int | None, questions: int | None, beta: int | None,
-          k: int | None, answer_tokens: int | None, json_out: Path | None) -> None:  # fmt: skip
+          k: int | None, answer_tokens: int | None, fusion: str | None, json_out: Path | None) -> None:  # fmt: skip
     """Answer a dataset's questions in every mode and compare F1, EM, ROUGE-L, evidence recall and latency.
 
     All modes share the documents, chunker, embedder, generator and k. Memories
@@ -870,6 +873,7 @@ def eval_(path: Path, fmt: str, modes: str, limit: int | None, questions: int | 
         modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
         k=k or settings.top_k, beta=beta or settings.beta, questions=questions,
         answer_tokens=answer_tokens or ANSWER_TOKENS[fmt], short_answers=SHORT_ANSWERS[fmt],
+        **({"fusion": fusion} if fusion else {}),
     )  # fmt: skip
     samples = load_samples(fmt, path, limit)
     stores = _Stores()

@@ -30,7 +30,7 @@ from agent.memory.types import GlobalMemory
 from agent.metrics import answer_in, best_of, exact_match, gold_chunk_ids, hit_at_k, recall_at_k, rouge_l, token_f1
 from agent.models import LoadedModel
 from agent.pipeline import memorize, rehydrate, save_memory
-from agent.retrieval import Embedder, chunk_document, retrieve
+from agent.retrieval import DEFAULT_FUSION, FUSIONS, Embedder, chunk_document, retrieve
 from agent.settings import Settings, get_settings
 from store.memories import MemoryNotFound, MemoryStore
 from store.vectors import VectorIndex
@@ -69,11 +69,14 @@ class EvalConfig:
     short_answers: bool = False  # ask for the answer alone (F1-scored sets) instead of a sentence or two
     questions: int | None = None  # most questions per document
     full_tokens: int | None = None  # document budget of `full`; None: the generator's window less the prompt
+    fusion: str = DEFAULT_FUSION  # how memorag fuses question and clues (agent.retrieval.FUSIONS)
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.modes if m not in MODES]
         if unknown or not self.modes:
             raise ValueError(f"unknown mode(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(MODES)}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {self.fusion!r}; choose from {', '.join(FUSIONS)}")
 
 
 @dataclass
@@ -222,7 +225,8 @@ class Harness:
                 if mode == "memorag":
                     clues = programs.write_clues(LocalBackend(self.lm, memory), question.text).queries()
                     lap("clues")
-                found = retrieve(self.index, self.embedder, kb, question.text, clues, k=self.config.k)
+                found = retrieve(self.index, self.embedder, kb, question.text, clues, k=self.config.k,
+                                 fusion=self.config.fusion)  # fmt: skip
                 retrieved = [e.chunk.id for e in found]
                 passages = [e.chunk.text for e in found]
                 given, evidence = "\n".join(passages), programs.format_evidence(passages)

@@ -134,6 +134,8 @@ def test_truncate_middle_keeps_both_ends(tiny_lm):
 def test_config_and_files_are_checked(tmp_path):
     with pytest.raises(ValueError, match="unknown mode"):
         EvalConfig(modes=("rag", "bogus"))
+    with pytest.raises(ValueError, match="unknown fusion"):
+        EvalConfig(fusion="bogus")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"not": "qmsum"}\n')
     with pytest.raises(ValueError, match="is not a qmsum file"):
@@ -166,3 +168,5 @@ def test_eval_command_prints_the_table_and_writes_json(tmp_path, tiny_long_model
     assert wrong.exit_code == 2 and "is not a qmsum file" in wrong.output
     unknown = CliRunner().invoke(manage.cli, [*args[:-2], "--modes", "rag,nope"])
     assert unknown.exit_code == 2 and "unknown mode" in unknown.output
+    pooled = CliRunner().invoke(manage.cli, [*args, "--modes", "memorag", "--fusion", "rrf_pool10"])
+    assert pooled.exit_code == 0 and json.loads(out.read_text())["config"]["fusion"] == "rrf_pool10"
