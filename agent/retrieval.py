@@ -186,6 +186,9 @@ FUSIONS: dict[str, Fusion] = {
 # Chosen on QMSum train (30 questions, ops/bench/retrieval.py --fusions all; docs/benchmarks.md):
 # one RRF vote per clue lost 0.03 recall@5 to the question alone (8 of 30
 # questions worse); anchored clues sharing the question's weight: +0.002.
+# A pool of the question's top 10 left recall unchanged on those 30 questions; it is not
+# the default because on multi-hop sets clues exist to reach what the question
+# ranks low (docs/evaluation.md, pooled run).
 DEFAULT_FUSION = "anchored_share1"
 
 

@@ -116,7 +116,7 @@ def test_off_topic_clues_cannot_outvote_the_question(design_index, embedder):
     assert best in {e.chunk.ordinal for e in default}
 
 
-@pytest.mark.parametrize("fusion", ["anchored_share1", "rocchio0.5"])
+@pytest.mark.parametrize("fusion", ["anchored_share1_pool10", "anchored_share1", "rocchio0.5"])
 def test_an_on_topic_clue_still_reaches_evidence_the_question_ranks_low(design_index, embedder, fusion):
     question = "What did they decide about the casing?"
     plain = {e.chunk.ordinal for e in retrieve(design_index, embedder, "kb", question, k=2)}
