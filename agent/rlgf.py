@@ -196,7 +196,7 @@ class PreferenceStats:
 
 
 def preference_data(
-    corpus: Corpus, examples: Sequence[Example], *, n: int = 4, temperature: float = 0.9, margin: float = 0.05,
+    corpus: Corpus, examples: Sequence[Example], *, n: int = 4, temperature: float = 0.7, margin: float = 0.05,
     weights: RewardWeights = RewardWeights(), seed: int = 0, budget_s: float | None = None,
     on_progress: Progress | None = None,
 ) -> tuple[list[Pair], PreferenceStats]:  # fmt: skip
