@@ -866,14 +866,14 @@ def eval_(path: Path, fmt: str, modes: str, limit: int | None, questions: int | 
 
     from agent.evaluation import ANSWER_TOKENS, SHORT_ANSWERS, EvalConfig, Harness, load_samples
     from agent.models import load_model
-    from agent.retrieval import get_embedder
+    from agent.retrieval import DEFAULT_FUSION, get_embedder
 
     settings = get_settings()
     config = EvalConfig(
         modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
         k=k or settings.top_k, beta=beta or settings.beta, questions=questions,
         answer_tokens=answer_tokens or ANSWER_TOKENS[fmt], short_answers=SHORT_ANSWERS[fmt],
-        **({"fusion": fusion} if fusion else {}),
+        fusion=fusion or DEFAULT_FUSION,
     )  # fmt: skip
     samples = load_samples(fmt, path, limit)
     stores = _Stores()

@@ -39,6 +39,7 @@ from agent.retrieval import DEFAULT_FUSION, Embedder, Evidence, retrieve
 from store.vectors import Chunk, VectorIndex
 
 Progress = Callable[[str, int, int], None]
+SAMPLE_TEMPERATURE = 0.7  # candidate clue sets: diverse enough to differ, still mostly on topic (docs/benchmarks.md)
 
 
 @dataclass(frozen=True)
@@ -196,8 +197,8 @@ class PreferenceStats:
 
 
 def preference_data(
-    corpus: Corpus, examples: Sequence[Example], *, n: int = 4, temperature: float = 0.7, margin: float = 0.05,
-    weights: RewardWeights = RewardWeights(), seed: int = 0, budget_s: float | None = None,
+    corpus: Corpus, examples: Sequence[Example], *, n: int = 4, temperature: float = SAMPLE_TEMPERATURE,
+    margin: float = 0.05, weights: RewardWeights = RewardWeights(), seed: int = 0, budget_s: float | None = None,
     on_progress: Progress | None = None,
 ) -> tuple[list[Pair], PreferenceStats]:  # fmt: skip
     """Sample, score and pair candidates for each example (stops early at ``budget_s``)."""

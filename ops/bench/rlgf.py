@@ -66,7 +66,8 @@ def main() -> None:
     parser.add_argument("--beta", type=int, default=16)
     parser.add_argument("--candidates", type=int, default=4)
     parser.add_argument("--margin", type=float, default=0.05)
-    parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature of candidate clue sets")
+    parser.add_argument("--temperature", type=float, default=rlgf.SAMPLE_TEMPERATURE,
+                        help="sampling temperature of candidate clue sets")  # fmt: skip
     parser.add_argument("--pair-fusion", default=None, choices=sorted(FUSIONS),
                         help="fusion that scores sampled clue sets for preference pairs (default: the pipeline's); "
                         "'rrf' gives each span its own vote, so candidates differ more")  # fmt: skip
