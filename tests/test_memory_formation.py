@@ -124,3 +124,63 @@ def test_every_scorer_forms_a_memory(tiny_lm):
     for name in SCORERS:
         memory = form_memory(tiny_lm, ids, beta=4, window=64, scorer=name)
         assert memory.meta.scorer == name and len(memory) == sum(-(-min(64, 200 - s) // 4) for s in range(0, 200, 64))
+
+
+class _RecordingSurprisal:
+    """The surprisal scorer, keeping what formation handed it for each window."""
+
+    name, needs_surprisal = "surprisal", True
+
+    def __init__(self) -> None:
+        from agent.memory.scorers import Surprisal
+
+        self.inner, self.seen = Surprisal(), []
+
+    def observers(self, width: int) -> torch.Tensor:
+        return torch.arange(0)
+
+    def __call__(self, queries, keys, memory_len, surprisal=None):
+        if not self.seen or self.seen[-1] is not surprisal:
+            self.seen.append(surprisal)
+        return self.inner(queries, keys, memory_len, surprisal)
+
+
+def test_surprisal_is_each_tokens_loss_in_the_full_document(tiny_lm):
+    """Window by window over an uncompressed memory, it equals one plain forward pass's token losses."""
+    ids = _ids(200, seed=3)
+    recorder = _RecordingSurprisal()
+    form_memory(tiny_lm, ids, beta=2, window=200, scorer=recorder)  # one window: the whole document
+    whole = recorder.seen[0]
+    logits = tiny_lm.model(input_ids=torch.tensor([ids])).logits[0]
+    expected = torch.nn.functional.cross_entropy(logits[:-1].float(), torch.tensor(ids[1:]), reduction="none")
+    assert whole.shape == (200,) and whole[0] == 0
+    torch.testing.assert_close(whole[1:], expected, rtol=1e-4, atol=1e-4)
+    # in windows, each window's first token is predicted from the one before it (across the window edge)
+    recorder = _RecordingSurprisal()
+    form_memory(tiny_lm, ids, beta=1, window=64, scorer=recorder)
+    assert not recorder.seen  # beta 1 keeps everything and never asks
+    from agent.memory.formation import token_surprisal
+
+    hidden = tiny_lm.model.base_model(input_ids=torch.tensor([ids])).last_hidden_state[0]
+    edge = token_surprisal(tiny_lm.model, hidden[64:128], torch.tensor(ids[64:128]), hidden[63:64])
+    torch.testing.assert_close(edge, expected[63:127], rtol=1e-4, atol=1e-4)
+
+
+def test_surprisal_keeps_a_planted_fact_that_attention_drops(real_lm):
+    """A fact stated once in an essay stays in a beta-4 memory as a phrase, not as scattered subwords."""
+    from agent.memory.formation import tokenize_document
+    from tests.conftest import essays_text
+
+    text = essays_text(6000)
+    fact = "The access code for the north archive is 4721."
+    ids = tokenize_document(real_lm, text[: len(text) // 2] + "\n" + fact + "\n" + text[len(text) // 2 :])
+    fact_ids = tokenize_document(real_lm, " archive is 4721")
+    at = next(i for i in range(len(ids)) if ids[i : i + len(fact_ids)] == fact_ids)
+    span = set(range(at, at + len(fact_ids)))
+
+    def kept_share(scorer: str) -> float:
+        memory = form_memory(real_lm, ids, beta=4, window=512, scorer=scorer)
+        return len(span & set(memory.token_indices[0, 0].tolist())) / len(span)
+
+    assert kept_share("surprisal") == 1.0
+    assert kept_share("snapkv") < 1.0

@@ -84,13 +84,18 @@ def form_memory(
     kept: list[list[torch.Tensor]] = [[] for _ in range(layers)]
     memory_len, total = 0, len(token_ids)
     ids = torch.tensor(token_ids, dtype=torch.long, device=device)
+    surprisal, last_hidden = None, None
 
     for start in range(0, total, window):
         chunk = ids[start : start + window]
         width = chunk.numel()
         positions = torch.arange(memory_len, memory_len + width, device=device)
         with capture_queries(score.observers(width)) as queries, reading_over_memory(memory_len):
-            model.base_model(input_ids=chunk[None], position_ids=positions[None], cache=cache, use_cache=True)
+            out = model.base_model(input_ids=chunk[None], position_ids=positions[None], cache=cache, use_cache=True)
+        if getattr(score, "needs_surprisal", False):
+            hidden = out.last_hidden_state[0]
+            surprisal = token_surprisal(model, hidden, chunk, last_hidden)
+            last_hidden = hidden[-1:]
         if beta == 1:
             for layer in range(layers):
                 kept[layer].append(torch.arange(start, start + width, device=device).expand(_kv_heads(config), -1))
@@ -99,7 +104,7 @@ def form_memory(
             budget = math.ceil(width / beta)
             for layer in range(layers):
                 slot = cache.layers[layer]
-                scores = score(queries.get(layer), slot.keys, memory_len).contiguous()
+                scores = score(queries.get(layer), slot.keys, memory_len, surprisal).contiguous()
                 if start == 0:  # attention sinks: the first tokens anchor every later query
                     scores[:, : min(SINK_TOKENS, budget)] = float("inf")
                 top = scores.topk(budget, dim=-1).indices.sort(dim=-1).values  # [KVH, budget]
@@ -133,6 +138,29 @@ def form_memory(
         dtype=str(keys[0].dtype).removeprefix("torch."),
     )
     return GlobalMemory(keys, values, indices, meta)
+
+
+def token_surprisal(
+    model, hidden: torch.Tensor, chunk: torch.Tensor, previous: torch.Tensor | None, rows: int = 256
+) -> torch.Tensor:
+    """-log p(token | everything before it) for each window token, in float32.
+
+    The window's first token is predicted by the previous window's last
+    hidden state (over the memory, as the model read it); the document's
+    first token has nothing before it and scores 0. Logits are computed a
+    few rows at a time: a full window of vocabulary-sized rows is large.
+    """
+    head = model.get_output_embeddings()
+    states = hidden[:-1] if previous is None else torch.cat([previous, hidden[:-1]])
+    targets = chunk[1:] if previous is None else chunk
+    losses = [
+        torch.nn.functional.cross_entropy(head(states[i : i + rows]).float(), targets[i : i + rows], reduction="none")
+        for i in range(0, states.shape[0], rows)
+    ]
+    surprisal = torch.cat(losses) if losses else hidden.new_zeros(0, dtype=torch.float32)
+    if previous is None:
+        surprisal = torch.cat([surprisal.new_zeros(1), surprisal])
+    return surprisal
 
 
 def _kv_heads(config) -> int:

@@ -1,8 +1,9 @@
 """Which key/value pairs of a window deserve to stay in memory.
 
 A scorer sees one layer at a time: the window queries it asked to observe (after RoPE,
-captured inside attention), and the layer's keys over memory + window. It
-returns one score per KV head and window token; higher means keep.
+captured inside attention), the layer's keys over memory + window and, for
+a scorer that asks for it, how surprised the model was by each window token.
+It returns one score per KV head and window token; higher means keep.
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ import torch.nn.functional as F
 
 class Scorer(Protocol):
     name: str
+    needs_surprisal: bool
 
     def observers(self, width: int) -> torch.Tensor:
         """Window offsets of the queries to capture (sorted); empty for a scorer that needs none."""
         ...
 
-    def __call__(self, queries: torch.Tensor | None, keys: torch.Tensor, memory_len: int) -> torch.Tensor:
-        """queries [1, H, n, D] at ``observers(W)`` or None; keys [1, KVH, M + W, D] -> scores [KVH, W]."""
+    def __call__(
+        self, queries: torch.Tensor | None, keys: torch.Tensor, memory_len: int, surprisal: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """queries [1, H, n, D] at ``observers(W)`` or None; keys [1, KVH, M + W, D]; surprisal [W] -> [KVH, W]."""
         ...
 
 
@@ -35,6 +39,7 @@ class ObservationAttention:
     """
 
     name = "snapkv"
+    needs_surprisal = False
 
     def __init__(self, pool: int = 7, observers: int = 32) -> None:
         self.pool = pool
@@ -44,7 +49,9 @@ class ObservationAttention:
         n = min(self.n_observers, width)
         return torch.arange(width - n, width)
 
-    def __call__(self, queries: torch.Tensor | None, keys: torch.Tensor, memory_len: int) -> torch.Tensor:
+    def __call__(
+        self, queries: torch.Tensor | None, keys: torch.Tensor, memory_len: int, surprisal: torch.Tensor | None = None
+    ) -> torch.Tensor:
         assert queries is not None, "observation scoring needs captured queries"
         _, heads, n_obs, dim = queries.shape
         kv_heads, total = keys.shape[1], keys.shape[2]
@@ -97,15 +104,55 @@ class KeyNorm:
     """Keys with a small L2 norm draw the most attention (Devoto et al., 2024)."""
 
     name = "keynorm"
+    needs_surprisal = False
 
     def observers(self, width: int) -> torch.Tensor:
         return torch.arange(0)
 
-    def __call__(self, queries: torch.Tensor | None, keys: torch.Tensor, memory_len: int) -> torch.Tensor:
+    def __call__(
+        self, queries: torch.Tensor | None, keys: torch.Tensor, memory_len: int, surprisal: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return -keys[0, :, memory_len:].float().norm(dim=-1)
 
 
-SCORERS: dict[str, type] = {"snapkv": ObservationAttention, "spread": SpreadObservation, "keynorm": KeyNorm}
+class Surprisal:
+    """Keep the passages the model did not see coming (information content).
+
+    A memory is written before anyone asks, so attention-based scores favour
+    what the text itself keeps returning to; a fact stated once (a code, a
+    date, a name) draws no later attention and is dropped. How badly the
+    model predicted a token is a question-agnostic measure of what it could
+    not reconstruct from the rest (as Selective Context and LLMLingua prune
+    prompts). Scores are averaged over a phrase-sized neighbourhood, so a
+    surprising number keeps the sentence that says what it is, and every
+    layer and head keeps the same tokens: the memory reads as whole phrases.
+    """
+
+    name = "surprisal"
+    needs_surprisal = True
+
+    def __init__(self, pool: int = 15) -> None:
+        self.pool = pool
+
+    def observers(self, width: int) -> torch.Tensor:
+        return torch.arange(0)
+
+    def __call__(
+        self, queries: torch.Tensor | None, keys: torch.Tensor, memory_len: int, surprisal: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        assert surprisal is not None, "surprisal scoring needs the window's token surprisal"
+        scores = surprisal.float()[None, None]
+        if self.pool > 1:
+            scores = F.avg_pool1d(scores, self.pool, stride=1, padding=self.pool // 2, count_include_pad=False)
+        return scores[0, :, : surprisal.numel()].expand(keys.shape[1], -1)
+
+
+SCORERS: dict[str, type] = {
+    "snapkv": ObservationAttention,
+    "spread": SpreadObservation,
+    "keynorm": KeyNorm,
+    "surprisal": Surprisal,
+}
 
 
 def get_scorer(name: str) -> Scorer:
