@@ -6,6 +6,7 @@ Every user-facing failure is one line on stderr with exit code 2.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 import time
@@ -20,6 +21,7 @@ from agent.settings import get_settings
 
 console = Console(stderr=True)
 CLI_KB = "_cli"
+MEMORY_SCORERS = ("snapkv", "spread", "keynorm", "surprisal")  # agent.memory.scorers.SCORERS, without torch
 USAGE_ERROR = 2
 
 
@@ -936,7 +938,13 @@ class _Stores:
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--beta", type=click.IntRange(1, 64), default=None, help="Compression ratio (1 = keep everything).")
 @click.option("--key", default=None, help="Name to store the memory under (default: the file name).")
-def memory_build(file: Path, beta: int | None, key: str | None) -> None:
+@click.option(
+    "--scorer",
+    type=click.Choice(MEMORY_SCORERS),
+    default=None,
+    help="Which KV pairs stay (default: MEMORAG_SCORER): snapkv forms fastest; surprisal keeps facts stated once.",
+)
+def memory_build(file: Path, beta: int | None, key: str | None, scorer: str | None) -> None:
     """Read FILE once: index its chunks and store its compressed global memory in Redis."""
     from agent.documents import read_document
     from agent.models import load_model
@@ -944,6 +952,8 @@ def memory_build(file: Path, beta: int | None, key: str | None) -> None:
     from agent.retrieval import get_embedder
 
     settings = get_settings()
+    if scorer:
+        settings = dataclasses.replace(settings, scorer=scorer)
     text = read_document(file, settings.max_document_mb)
     stores = _Stores()
     lm = load_model(settings=settings)

@@ -43,6 +43,21 @@ def test_build_show_ask_list_delete(env, tmp_path):
     assert run("memory", "list").output.strip() == ""
 
 
+def test_build_with_a_chosen_scorer_records_it(env, tmp_path):
+    from agent.memory.scorers import SCORERS
+    from manage import MEMORY_SCORERS
+
+    assert set(MEMORY_SCORERS) == set(SCORERS)  # the CLI offers exactly the library's scorers
+    doc = tmp_path / "codes.txt"
+    fact = "The access code for the north archive is 4721. "
+    doc.write_text("The ferry leaves at dawn. " * 40 + fact + "Gulls. " * 40)
+    built = run("memory", "build", str(doc), "--beta", "4", "--key", "codes", "--scorer", "surprisal")
+    assert built.exit_code == 0, built.output
+    assert "window / scorer: 1024 / surprisal" in run("memory", "show", "codes").output
+    refused = CliRunner().invoke(cli, ["memory", "build", str(doc), "--scorer", "psychic"])
+    assert refused.exit_code == 2 and "'psychic' is not one of" in refused.output
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
