@@ -92,7 +92,7 @@ def form_memory(
         positions = torch.arange(memory_len, memory_len + width, device=device)
         with capture_queries(score.observers(width)) as queries, reading_over_memory(memory_len):
             out = model.base_model(input_ids=chunk[None], position_ids=positions[None], cache=cache, use_cache=True)
-        if getattr(score, "needs_surprisal", False):
+        if beta > 1 and score.needs_surprisal:  # beta 1 keeps every token: nothing to score
             hidden = out.last_hidden_state[0]
             surprisal = token_surprisal(model, hidden, chunk, last_hidden)
             last_hidden = hidden[-1:]
