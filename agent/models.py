@@ -14,7 +14,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -37,6 +37,8 @@ class LoadedModel:
     name: str
     path: Path
     fingerprint: str
+    # Positions a longer memory is spread over when read (0: one per memory token); see memory.reading.
+    read_span: int = 0
 
     @property
     def device(self) -> torch.device:
@@ -224,7 +226,7 @@ def load_model(
     key = (spec, str(torch_dtype), str(target))
     with _cache_lock:
         if key in _cache:
-            return _cache[key]
+            return replace(_cache[key], read_span=settings.read_span)
         path = resolve_model_dir(spec, settings)
         register_capture_attention()
         hf_logging.disable_progress_bar()
@@ -235,4 +237,4 @@ def load_model(
         name = spec if spec not in ("", DEFAULT_MODEL) else "SmolLM2-135M-Instruct"
         loaded = LoadedModel(model, tokenizer, name, path, fingerprint_dir(path))
         _cache[key] = loaded
-        return loaded
+        return replace(loaded, read_span=settings.read_span)

@@ -26,6 +26,8 @@ class Settings:
     beta: int = field(default_factory=lambda: int(_env("BETA", "16")))
     window: int = field(default_factory=lambda: int(_env("WINDOW", "1024")))
     scorer: str = field(default_factory=lambda: _env("SCORER", "snapkv"))
+    # A memory longer than this many tokens is read with its positions spread over it (0: never).
+    read_span: int = field(default_factory=lambda: int(_env("READ_SPAN", "2048")))
     memory_ttl_s: int = field(default_factory=lambda: int(_env("MEMORY_TTL_S", "0")))
     generator_url: str = field(default_factory=lambda: _env("GENERATOR_URL"))
     generator_api: str = field(default_factory=lambda: _env("GENERATOR_API", "sglang"))

@@ -2,7 +2,8 @@
 
 Submodules: ``types`` (the memory value and its bytes), ``formation``
 (windowed compression), ``scorers`` (which KV pairs to keep), ``rope``
-(re-rotation), ``decoding`` (generation and scoring after a memory),
+(re-rotation), ``reading`` (the cache a memory is read from),
+``decoding`` (generation and scoring after a memory),
 ``capture`` (query capture inside attention), ``errors``.
 """
 

@@ -1,6 +1,7 @@
 """Decode and score text after a global memory.
 
-The memory occupies positions 0..M-1; the prompt continues at M. Sampling
+The memory occupies positions 0..M-1 (spread over the model's read span
+when longer, see ``reading``); the prompt continues after it. Sampling
 controls come from transformers' logits processors; the repetition guard
 (penalty plus n-gram blocking) keeps the 135M default model from looping.
 """
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from agent.memory.reading import memory_cache
 from agent.memory.types import GlobalMemory
 from agent.models import LoadedModel
 
@@ -55,7 +57,7 @@ def _context(lm: LoadedModel, memory: GlobalMemory | None):
     if memory is None:
         return DynamicCache(), 0
     memory.check_model(lm.fingerprint)
-    return memory.to_cache(lm.device, lm.dtype), len(memory)
+    return memory_cache(lm, memory)
 
 
 def _prefill(lm: LoadedModel, memory: GlobalMemory | None, prompt_ids: Sequence[int]):

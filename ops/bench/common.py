@@ -67,8 +67,8 @@ class ClueCache:
 
     Writing clues is the slow part of a retrieval benchmark (a memory per
     document, three programs per question); fusion choices can then be
-    compared on exactly the same clues. Keys hold the model fingerprint, beta
-    and scorer, so a different model or memory never reuses them.
+    compared on exactly the same clues. Keys hold the model fingerprint, beta,
+    scorer and read span, so a different model or memory never reuses them.
     """
 
     def __init__(self, path: str | Path | None) -> None:
@@ -88,7 +88,7 @@ class ClueCache:
         scorer = get_settings().scorer
 
         def key(q) -> str:
-            return f"{lm.fingerprint}|{beta}|{scorer}|{sample.doc_id}|{q.text}"
+            return f"{lm.fingerprint}|{beta}|{scorer}|{lm.read_span}|{sample.doc_id}|{q.text}"
 
         missing = [q for q in questions if key(q) not in self.entries]
         if missing:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import replace
 
 import common  # noqa: F401  (puts the project on sys.path)
 import torch
@@ -100,13 +101,15 @@ def fidelity(lm, tokens: int, betas, window, scorer, storage, n_facts: int) -> d
     prompts = [chat_prompt(lm, f.question) for f in facts]
     answers = [lm.tokenizer(" " + f.answer, add_special_tokens=False)["input_ids"] for f in facts]
 
-    def mean_nll(memory) -> float:
-        return -sum(continuation_logprob(lm, memory, p, a) for p, a in zip(prompts, answers, strict=True)) / len(facts)
+    def mean_nll(memory, reader=lm) -> float:
+        pairs = zip(prompts, answers, strict=True)
+        return -sum(continuation_logprob(reader, memory, p, a) for p, a in pairs) / len(facts)
 
     nll_none = mean_nll(None)
-    full = form_memory(lm, ids, beta=1, window=window, storage_dtype=storage)  # exact full context
-    nll_full = mean_nll(full)
-    out = {"tokens": len(ids), "facts": len(facts), "nll_none": nll_none, "nll_full": nll_full, "betas": {}}
+    full = form_memory(lm, ids, beta=1, window=window, storage_dtype=storage)
+    nll_full = mean_nll(full, replace(lm, read_span=0))  # exact full context, positions as in the text
+    out = {"tokens": len(ids), "facts": len(facts), "nll_none": nll_none, "nll_full": nll_full,
+           "nll_full_spread": mean_nll(full), "read_span": lm.read_span, "betas": {}}  # fmt: skip
     for beta in betas:
         memory = form_memory(lm, ids, beta=beta, window=window, scorer=scorer, storage_dtype=storage)
         nll = mean_nll(memory)
@@ -147,7 +150,7 @@ def main() -> None:
                 [{"beta": b, **v} for b, v in fid["betas"].items()],
                 ["beta", "nll", "recovered"],
                 f"fidelity ({fid['tokens']} tokens, {fid['facts']} facts): nll none {fid['nll_none']:.2f}, "
-                f"full {fid['nll_full']:.2f}",
+                f"full {fid['nll_full']:.2f} (spread over {fid['read_span']}: {fid['nll_full_spread']:.2f})",
             )
     finally:
         server.stop()

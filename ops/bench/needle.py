@@ -3,7 +3,10 @@
 Ten facts are planted at spread depths in Paul Graham essays of each size;
 each is asked from memory (the ``draft_answer`` program) at every beta, and
 with the full document in the model's window where it fits (the baseline,
-same run; a beta=1 memory is exactly full context).
+same run; a beta=1 memory is exactly full context). Memories longer than
+the model's read span are read spread over it (``agent/memory/reading.py``);
+the full-context baseline is read as plain text, and again spread
+(``full-spread``) where that differs.
 
     python ops/bench/needle.py --tokens 4000,6000,32000 --betas 4,8,16 --json out.json
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import common  # noqa: F401  (puts the project on sys.path)
 from common import FACTS, essay_tokens, plant, print_table, write_json
@@ -78,19 +82,21 @@ def main() -> None:
     lm = load_model(settings=settings)
     storage = resolve_dtype(settings.memory_dtype, lm.device)
     facts = FACTS[: args.facts]
-    print(f"model {lm.name} ({lm.dtype}), window {window}, scorer {scorer}, {len(facts)} facts")
+    print(f"model {lm.name} ({lm.dtype}), window {window}, scorer {scorer}, read span {lm.read_span}, "
+          f"{len(facts)} facts")  # fmt: skip
     runs = []
     for n in [int(x) for x in args.tokens.split(",") if x]:
         ids = plant(lm.tokenizer, essay_tokens(lm.tokenizer, n), facts)
         fits = len(ids) + 200 <= lm.max_positions and not args.skip_full
-        configs = ([("full", 1)] if fits else []) + [("memory", int(b)) for b in args.betas.split(",") if b]
-        for mode, beta in configs:
+        full = [("full", 1, 0)] + ([("full-spread", 1, lm.read_span)] if 0 < lm.read_span < len(ids) else [])
+        configs = (full if fits else []) + [("memory", int(b), lm.read_span) for b in args.betas.split(",") if b]
+        for mode, beta, span in configs:
             if peak_positions(len(ids), window, beta) > lm.max_positions:
                 runs.append({"tokens": n, "beta": beta, "mode": mode, "skipped": "exceeds the model's positions"})
                 continue
             started = time.perf_counter()
             memory = form_memory(lm, ids, beta=beta, window=window, scorer=scorer, storage_dtype=storage)
-            result = evaluate(lm, memory, facts, args.max_tokens)
+            result = evaluate(replace(lm, read_span=span), memory, facts, args.max_tokens)
             runs.append({"tokens": n, "beta": beta, "mode": mode, **result, "seconds": time.perf_counter() - started})
             print(f"[{n} tokens] {mode} beta {beta}: {result}", flush=True)
     for n in {r["tokens"] for r in runs}:
@@ -113,7 +119,8 @@ def main() -> None:
         ],
     )
     write_json(args.json, {"model": lm.name, "dtype": str(lm.dtype), "window": window, "scorer": scorer,
-                           "facts": len(facts), "date": time.strftime("%Y-%m-%d"), "runs": runs})  # fmt: skip
+                           "read_span": lm.read_span, "facts": len(facts), "date": time.strftime("%Y-%m-%d"),
+                           "runs": runs})  # fmt: skip
 
 
 if __name__ == "__main__":
