@@ -97,7 +97,9 @@ def main() -> None:
             started = time.perf_counter()
             memory = form_memory(lm, ids, beta=beta, window=window, scorer=scorer, storage_dtype=storage)
             result = evaluate(replace(lm, read_span=span), memory, facts, args.max_tokens)
-            runs.append({"tokens": n, "beta": beta, "mode": mode, **result, "seconds": time.perf_counter() - started})
+            seconds = time.perf_counter() - started
+            runs.append({"tokens": n, "beta": beta, "mode": mode, "memory_tokens": len(memory), **result,
+                         "seconds": seconds})  # fmt: skip
             print(f"[{n} tokens] {mode} beta {beta}: {result}", flush=True)
     for n in {r["tokens"] for r in runs}:
         full = next((r for r in runs if r["tokens"] == n and r["mode"] == "full"), None)
