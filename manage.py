@@ -852,10 +852,15 @@ def adapters_rollback() -> None:
 @click.option("--fusion", default=None, metavar="NAME",
               help="How memorag fuses the question and its clues (default: the pipeline's; names in "
                    "agent/retrieval.py FUSIONS).")  # fmt: skip
+@click.option("--evidence-order", type=click.Choice(["document", "best-last", "best-first"]), default="document",
+              show_default=True,
+              help="How rag and memorag lay the passages out for the generator: in document order, or by "
+                   "retrieval score with the best nearest the question (best-last) or first.")  # fmt: skip
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the table, settings and every answer here.")  # fmt: skip
 def eval_(path: Path, fmt: str, modes: str, limit: int | None, questions: int | None, beta: int | None,
-          k: int | None, answer_tokens: int | None, fusion: str | None, json_out: Path | None) -> None:  # fmt: skip
+          k: int | None, answer_tokens: int | None, fusion: str | None, evidence_order: str,
+          json_out: Path | None) -> None:  # fmt: skip
     """Answer a dataset's questions in every mode and compare F1, EM, ROUGE-L, evidence recall and latency.
 
     All modes share the documents, chunker, embedder, generator and k. Memories
@@ -875,7 +880,7 @@ def eval_(path: Path, fmt: str, modes: str, limit: int | None, questions: int | 
         modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
         k=k or settings.top_k, beta=beta or settings.beta, questions=questions,
         answer_tokens=answer_tokens or ANSWER_TOKENS[fmt], short_answers=SHORT_ANSWERS[fmt],
-        fusion=fusion or DEFAULT_FUSION,
+        fusion=fusion or DEFAULT_FUSION, evidence_order=evidence_order,
     )  # fmt: skip
     samples = load_samples(fmt, path, limit)
     stores = _Stores()

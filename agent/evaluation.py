@@ -30,7 +30,15 @@ from agent.memory.types import GlobalMemory
 from agent.metrics import answer_in, best_of, exact_match, gold_chunk_ids, hit_at_k, recall_at_k, rouge_l, token_f1
 from agent.models import LoadedModel
 from agent.pipeline import memorize, rehydrate, save_memory
-from agent.retrieval import DEFAULT_FUSION, FUSIONS, Embedder, chunk_document, retrieve
+from agent.retrieval import (
+    DEFAULT_FUSION,
+    EVIDENCE_ORDERS,
+    FUSIONS,
+    Embedder,
+    chunk_document,
+    order_evidence,
+    retrieve,
+)
 from agent.settings import Settings, get_settings
 from store.memories import MemoryNotFound, MemoryStore
 from store.vectors import VectorIndex
@@ -70,6 +78,7 @@ class EvalConfig:
     questions: int | None = None  # most questions per document
     full_tokens: int | None = None  # document budget of `full`; None: the generator's window less the prompt
     fusion: str = DEFAULT_FUSION  # how memorag fuses question and clues (agent.retrieval.FUSIONS)
+    evidence_order: str = "document"  # how rag and memorag lay passages out for the generator
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.modes if m not in MODES]
@@ -77,6 +86,10 @@ class EvalConfig:
             raise ValueError(f"unknown mode(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(MODES)}")
         if self.fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {self.fusion!r}; choose from {', '.join(FUSIONS)}")
+        if self.evidence_order not in EVIDENCE_ORDERS:
+            raise ValueError(
+                f"unknown evidence order {self.evidence_order!r}; choose from {', '.join(EVIDENCE_ORDERS)}"
+            )
 
 
 @dataclass
@@ -228,7 +241,7 @@ class Harness:
                 found = retrieve(self.index, self.embedder, kb, question.text, clues, k=self.config.k,
                                  fusion=self.config.fusion)  # fmt: skip
                 retrieved = [e.chunk.id for e in found]
-                passages = [e.chunk.text for e in found]
+                passages = [e.chunk.text for e in order_evidence(found, self.config.evidence_order)]
                 given, evidence = "\n".join(passages), programs.format_evidence(passages)
                 lap("retrieval")
             prediction = programs.execute(

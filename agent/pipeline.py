@@ -5,7 +5,7 @@ memorize:  text -> chunks -> embeddings -> vector index
 answer:    route to the knowledge base's most relevant documents
                 -> MemoryStore -> GlobalMemory (rebuilt from text if missing or stale)
                 -> clue programs (spans, questions, draft) on each memory
-                -> retrieval over the whole knowledge base with question + clues (RRF)
+                -> retrieval over the whole knowledge base: question + clues anchored to it, fused
                 -> answer program on the generator -> Answer
 """
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,6 +148,20 @@ class Evidence:
     matched_by: tuple[int, ...]  # which queries found it (0 = the question itself)
 
 
+# How passages are laid out for the generator. A small generator's answer moves with the
+# order of the same passages (docs/evaluation.md), so the harness can measure that.
+EVIDENCE_ORDERS = ("document", "best-last", "best-first")
+
+
+def order_evidence(evidence: Sequence[Evidence], order: str = "document") -> list[Evidence]:
+    """Document order, or by fused score with the best passage last (nearest the question) or first."""
+    if order not in EVIDENCE_ORDERS:
+        raise ValueError(f"unknown evidence order {order!r}; choose one of {', '.join(EVIDENCE_ORDERS)}")
+    if order == "document":
+        return sorted(evidence, key=lambda e: (e.chunk.doc_id, e.chunk.ordinal))
+    return sorted(evidence, key=lambda e: e.score, reverse=order == "best-first")
+
+
 @dataclass(frozen=True)
 class Fusion:
     """How the question and the memory's clues become one ranking.
@@ -227,4 +242,4 @@ def retrieve(
         fused = {i: score for i, score in fused.items() if i in allowed}
     best = sorted(fused, key=fused.get, reverse=True)[:k]
     found = [Evidence(by_id[i], fused[i], tuple(q for q, ranking in enumerate(rankings) if i in ranking)) for i in best]
-    return sorted(found, key=lambda e: (e.chunk.doc_id, e.chunk.ordinal))
+    return order_evidence(found)

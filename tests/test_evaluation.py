@@ -136,6 +136,8 @@ def test_config_and_files_are_checked(tmp_path):
         EvalConfig(modes=("rag", "bogus"))
     with pytest.raises(ValueError, match="unknown fusion"):
         EvalConfig(fusion="bogus")
+    with pytest.raises(ValueError, match="evidence order"):
+        EvalConfig(evidence_order="bogus")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"not": "qmsum"}\n')
     with pytest.raises(ValueError, match="is not a qmsum file"):
@@ -170,3 +172,5 @@ def test_eval_command_prints_the_table_and_writes_json(tmp_path, tiny_long_model
     assert unknown.exit_code == 2 and "unknown mode" in unknown.output
     pooled = CliRunner().invoke(manage.cli, [*args, "--modes", "memorag", "--fusion", "rrf_pool10"])
     assert pooled.exit_code == 0 and json.loads(out.read_text())["config"]["fusion"] == "rrf_pool10"
+    ordered = CliRunner().invoke(manage.cli, [*args, "--modes", "rag", "--evidence-order", "best-last"])
+    assert ordered.exit_code == 0 and json.loads(out.read_text())["config"]["evidence_order"] == "best-last"

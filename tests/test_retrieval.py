@@ -134,3 +134,17 @@ def test_a_pooled_fusion_only_reorders_what_the_question_found(design_index, emb
     assert unpooled - set(pool)  # per-clue votes pull in chunks the question never ranked
     pooled = retrieve(design_index, embedder, "kb", question, drifting, k=3, fusion=Fusion(pool=3))
     assert {e.chunk.ordinal for e in pooled} <= set(pool)
+
+
+def test_evidence_orders_lay_the_same_passages_out_by_document_or_by_score(design_index, embedder):
+    from agent.retrieval import order_evidence
+
+    question = "What budget was set for the remote control?"
+    found = retrieve(design_index, embedder, "kb", question, k=4)
+    by_score = sorted(found, key=lambda e: e.score)
+    assert [e.chunk.ordinal for e in found] == sorted(e.chunk.ordinal for e in found)  # retrieve: document order
+    assert order_evidence(found, "best-last")[-1].chunk.ordinal == 4 == by_score[-1].chunk.ordinal
+    assert order_evidence(found, "best-first") == by_score[::-1]
+    assert order_evidence(by_score, "document") == found
+    with pytest.raises(ValueError, match="unknown evidence order"):
+        order_evidence(found, "random")

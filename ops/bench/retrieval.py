@@ -5,7 +5,11 @@ Strategies, all on the same chunks, embedder and k, in one run:
 ``hybrid`` (dense + BM25 by RRF), ``memorag`` (question + memory clues with
 the pipeline's fusion, ``agent.retrieval.DEFAULT_FUSION``), ``memorag_rrf``
 (one RRF vote per clue, the question twice), ``clues_hybrid`` (question +
-clues, dense + BM25); with ``--fusions``, one row per named fusion of
+clues, dense + BM25); two ceilings of span writing, ``spans_oracle`` (question +
+the gold evidence text as the spans) and ``memorag_oracle_spans`` (the pipeline's
+clues with the gold text in place of the model's spans), and the same two with
+the spans joined into one clue (``memorag_spans_joined``, ``memorag_oracle_joined``);
+with ``--fusions``, one row per named fusion of
 ``agent.retrieval.FUSIONS``. Also the embedded index's search latency
 against a bare numpy product.
 
@@ -33,10 +37,22 @@ from agent.metrics import covered_fraction, gold_chunk_ids, hit_at_k, recall_at_
 from agent.models import load_model
 from agent.pipeline import HYBRID_RETRIEVAL
 from agent.retrieval import FUSIONS, chunk_document, get_embedder, retrieve
+from agent.rlgf import Example, evidence_text
 from agent.settings import get_settings
 from store.vectors import EmbeddedIndex, tokenize_words
 
-STRATEGIES = ["rag", "bm25", "hybrid", "memorag", "memorag_rrf", "clues_hybrid"]
+STRATEGIES = [
+    "rag",
+    "bm25",
+    "hybrid",
+    "memorag",
+    "memorag_rrf",
+    "clues_hybrid",
+    "spans_oracle",
+    "memorag_oracle_spans",
+    "memorag_spans_joined",
+    "memorag_oracle_joined",
+]
 
 
 def bm25_top(chunks, question: str, k: int) -> list[str]:
@@ -64,6 +80,14 @@ def quality(args, lm, embedder, index) -> tuple[dict, int]:
         for q, gold in asked:
             clues = programs.Clues(**written[q.text]).queries()
 
+            def with_spans(spans: list[str], base=written[q.text]) -> list[str]:
+                return programs.Clues(**{**base, "spans": spans}).queries()
+
+            # Ceilings of span writing: the gold evidence quoted perfectly, alone and in place of the model's spans.
+            gold_text = evidence_text(sample.text, Example(sample.doc_id, q.text, "", tuple(q.evidence)))
+            quoted = programs.clean_lines(gold_text, q.text)
+            spans = written[q.text]["spans"]
+
             def ids(*extra, kb=kb, question=q.text, **options) -> list[str]:
                 return [e.chunk.id for e in retrieve(index, embedder, kb, question, *extra, k=args.k, **options)]
 
@@ -74,6 +98,10 @@ def quality(args, lm, embedder, index) -> tuple[dict, int]:
                 "memorag": ids(clues, hybrid=HYBRID_RETRIEVAL),  # the pipeline's fusion
                 "memorag_rrf": ids(clues, fusion="rrf"),
                 "clues_hybrid": ids(clues, hybrid=True),
+                "spans_oracle": ids(quoted),
+                "memorag_oracle_spans": ids(with_spans(quoted)),
+                "memorag_spans_joined": ids(with_spans([" ".join(spans)] if spans else [])),
+                "memorag_oracle_joined": ids(with_spans([" ".join(quoted)] if quoted else [])),
                 **{f"fusion:{f}": ids(clues, fusion=f) for f in fusions},
             }
             for name, got in ranked.items():

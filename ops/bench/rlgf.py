@@ -10,6 +10,8 @@ embedder and k:
     memorag_sft   spans from an adapter trained on gold evidence text (warm start)
     memorag_dpo   spans from an adapter trained by DPO on preference pairs only
     memorag_rlgf  warm start, then DPO on the same pairs
+    spans_oracle  question + the gold evidence text as the spans (what a perfect
+                  span writer would retrieve; a ceiling, not a strategy)
 
 Pairs come from K sampled span sets per training query, scored by the
 generator's log-likelihood of the gold answer given what each retrieved, plus
@@ -27,7 +29,7 @@ from dataclasses import replace
 import common  # noqa: F401  (puts the project on sys.path)
 from common import DATA, print_table, write_json
 
-from agent import adapters, rlgf
+from agent import adapters, programs, rlgf
 from agent.datasets import load_qmsum
 from agent.evaluation import EvalConfig, Harness, Report
 from agent.metrics import gold_chunk_ids, hit_at_k, recall_at_k
@@ -44,10 +46,11 @@ def examples_of(samples, per_doc: int) -> list[rlgf.Example]:
             for s in samples for q in [q for q in s.questions if q.evidence][:per_doc]]  # fmt: skip
 
 
-def rag_metrics(corpus: rlgf.Documents, examples) -> dict:
+def fixed_clue_metrics(corpus: rlgf.Documents, examples, clues_of=lambda example: []) -> dict:
+    """Recall@k and hit@k when each query's clues are given rather than written (none: standard RAG)."""
     recalls, hits = [], []
     for ex in examples:
-        ids = [e.chunk.id for e in rlgf.retrieve_with(corpus, ex, [])]
+        ids = [e.chunk.id for e in rlgf.retrieve_with(corpus, ex, clues_of(ex))]
         gold = gold_chunk_ids(corpus.chunks(ex.doc_id), list(ex.evidence))
         recalls.append(recall_at_k(gold, ids, corpus.k))
         hits.append(hit_at_k(gold, ids, corpus.k))
@@ -104,7 +107,11 @@ def main() -> None:
         if done % 5 == 0 or done == total:
             print(f"  {what}: {done}/{total} ({time.monotonic() - began:.0f} s)", flush=True)
 
-    results: dict[str, dict] = {"rag": rag_metrics(corpus, val)}
+    results: dict[str, dict] = {"rag": fixed_clue_metrics(corpus, val)}
+    # The ceiling of span writing: the gold evidence itself, quoted perfectly, as the spans.
+    results["spans_oracle"] = fixed_clue_metrics(
+        corpus, val, lambda e: programs.clean_lines(rlgf.evidence_text(texts[e.doc_id], e), e.question)
+    )
     adapters.ensure_slot(lm)
     adapters.clear(lm)
     results["memorag_base"] = rlgf.evaluate(corpus, val, adapter=False, loglik=False, on_progress=say)
