@@ -22,6 +22,7 @@ from agent.settings import get_settings
 console = Console(stderr=True)
 CLI_KB = "_cli"
 MEMORY_SCORERS = ("snapkv", "spread", "keynorm", "surprisal")  # agent.memory.scorers.SCORERS, without torch
+EVIDENCE_ORDERS = ("document", "best-last", "best-first")  # agent.retrieval.EVIDENCE_ORDERS, without numpy
 USAGE_ERROR = 2
 
 
@@ -852,7 +853,7 @@ def adapters_rollback() -> None:
 @click.option("--fusion", default=None, metavar="NAME",
               help="How memorag fuses the question and its clues (default: the pipeline's; names in "
                    "agent/retrieval.py FUSIONS).")  # fmt: skip
-@click.option("--evidence-order", type=click.Choice(["document", "best-last", "best-first"]), default="document",
+@click.option("--evidence-order", type=click.Choice(EVIDENCE_ORDERS), default="document",
               show_default=True,
               help="How rag and memorag lay the passages out for the generator: in document order, or by "
                    "retrieval score with the best nearest the question (best-last) or first.")  # fmt: skip

@@ -251,6 +251,11 @@ def evidence_text(document: str, example: Example, max_chars: int = 600) -> str:
     return "\n".join(document[s:e].strip() for s, e in example.evidence)[:max_chars].strip()
 
 
+def gold_spans(document: str, example: Example) -> list[str]:
+    """What a perfect span writer would write: the gold evidence, parsed as the model's spans are."""
+    return programs.clean_lines(evidence_text(document, example), example.question)
+
+
 def train(
     corpus: Corpus, pairs: Sequence[Pair], config: TrainConfig, *,
     sft: Sequence[tuple[Example, str]] = (), checkpoint: Path | None = None, on_progress: Progress | None = None,

@@ -174,3 +174,10 @@ def test_eval_command_prints_the_table_and_writes_json(tmp_path, tiny_long_model
     assert pooled.exit_code == 0 and json.loads(out.read_text())["config"]["fusion"] == "rrf_pool10"
     ordered = CliRunner().invoke(manage.cli, [*args, "--modes", "rag", "--evidence-order", "best-last"])
     assert ordered.exit_code == 0 and json.loads(out.read_text())["config"]["evidence_order"] == "best-last"
+
+
+def test_the_cli_offers_exactly_the_library_evidence_orders():
+    from agent.retrieval import EVIDENCE_ORDERS as LIBRARY_ORDERS
+    from manage import EVIDENCE_ORDERS
+
+    assert EVIDENCE_ORDERS == LIBRARY_ORDERS

@@ -37,7 +37,7 @@ from agent.metrics import covered_fraction, gold_chunk_ids, hit_at_k, recall_at_
 from agent.models import load_model
 from agent.pipeline import HYBRID_RETRIEVAL
 from agent.retrieval import FUSIONS, chunk_document, get_embedder, retrieve
-from agent.rlgf import Example, evidence_text
+from agent.rlgf import Example, gold_spans
 from agent.settings import get_settings
 from store.vectors import EmbeddedIndex, tokenize_words
 
@@ -84,8 +84,7 @@ def quality(args, lm, embedder, index) -> tuple[dict, int]:
                 return programs.Clues(**{**base, "spans": spans}).queries()
 
             # Ceilings of span writing: the gold evidence quoted perfectly, alone and in place of the model's spans.
-            gold_text = evidence_text(sample.text, Example(sample.doc_id, q.text, "", tuple(q.evidence)))
-            quoted = programs.clean_lines(gold_text, q.text)
+            quoted = gold_spans(sample.text, Example(sample.doc_id, q.text, "", tuple(q.evidence)))
             spans = written[q.text]["spans"]
 
             def ids(*extra, kb=kb, question=q.text, **options) -> list[str]:

@@ -29,7 +29,7 @@ from dataclasses import replace
 import common  # noqa: F401  (puts the project on sys.path)
 from common import DATA, print_table, write_json
 
-from agent import adapters, programs, rlgf
+from agent import adapters, rlgf
 from agent.datasets import load_qmsum
 from agent.evaluation import EvalConfig, Harness, Report
 from agent.metrics import gold_chunk_ids, hit_at_k, recall_at_k
@@ -109,9 +109,7 @@ def main() -> None:
 
     results: dict[str, dict] = {"rag": fixed_clue_metrics(corpus, val)}
     # The ceiling of span writing: the gold evidence itself, quoted perfectly, as the spans.
-    results["spans_oracle"] = fixed_clue_metrics(
-        corpus, val, lambda e: programs.clean_lines(rlgf.evidence_text(texts[e.doc_id], e), e.question)
-    )
+    results["spans_oracle"] = fixed_clue_metrics(corpus, val, lambda e: rlgf.gold_spans(texts[e.doc_id], e))
     adapters.ensure_slot(lm)
     adapters.clear(lm)
     results["memorag_base"] = rlgf.evaluate(corpus, val, adapter=False, loglik=False, on_progress=say)
