@@ -230,12 +230,12 @@ class Harness:
             if mode == "full":
                 evidence = given = self.full_context(sample.text, question.text)
             else:
-                clues: list[str] = []
+                clues = programs.Clues([], [], "")
                 if mode == "memorag":
-                    clues = programs.write_clues(LocalBackend(self.lm, memory), question.text).queries()
+                    clues = programs.write_clues(LocalBackend(self.lm, memory), question.text)
                     lap("clues")
-                found = retrieve(self.index, self.embedder, kb, question.text, clues, k=self.config.k,
-                                 fusion=self.config.fusion)  # fmt: skip
+                found = retrieve(self.index, self.embedder, kb, question.text, clues.hints(), spans=[clues.quote()],
+                                 k=self.config.k, fusion=self.config.fusion)  # fmt: skip
                 retrieved = [e.chunk.id for e in found]
                 passages = [e.chunk.text for e in order_evidence(found, self.config.evidence_order)]
                 given, evidence = "\n".join(passages), programs.format_evidence(passages)

@@ -145,15 +145,19 @@ def answer(
         lap("answer")
         return Answer(draft.strip(), task, timings=timings, documents=docs[:1], rebuilt=rebuilt)
     clues: list[str] = []
+    quotes: list[str] = []  # each memory's evidence spans
     for memory in memories:
         backend = LocalBackend(lm, memory)
         if task == "summarize":
             clues += programs.clean_lines(programs.execute(programs.key_points, backend)["clues"])
         else:
-            clues += programs.write_clues(backend, question).queries()
+            written = programs.write_clues(backend, question)
+            quotes.append(written.quote())
+            clues += written.hints()
     lap("clues")
     query = question if task == "memorag" else "key points of the document"
-    evidence = retrieve(index, embedder, kb, query, clues, k=k, hybrid=HYBRID_RETRIEVAL)
+    evidence = retrieve(index, embedder, kb, query, clues, spans=quotes, k=k, hybrid=HYBRID_RETRIEVAL)
+    clues = [*(line for quote in quotes for line in quote.splitlines()), *clues]
     lap("retrieval")
     passages = programs.format_evidence([e.chunk.text for e in evidence])
     generator = generator_backend(lm, settings)

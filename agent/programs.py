@@ -145,8 +145,15 @@ class Clues:
 
     def queries(self) -> list[str]:
         """Every clue as a retrieval query (the draft counts when it says something)."""
-        draft = [self.draft] if len(_words(self.draft)) >= MIN_WORDS else []
-        return [*self.spans, *self.questions, *draft]
+        return [*self.spans, *self.hints()]
+
+    def hints(self) -> list[str]:
+        """The clues other than the spans: sharper questions and the draft."""
+        return [*self.questions, *([self.draft] if len(_words(self.draft)) >= MIN_WORDS else [])]
+
+    def quote(self) -> str:
+        """The spans as one quote, a line each (``retrieve(spans=...)`` takes one per memory)."""
+        return "\n".join(self.spans)
 
 
 def write_clues(backend, question: str, *, temperature: float = 0.0, adapter: bool = True) -> Clues:

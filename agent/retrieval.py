@@ -175,6 +175,11 @@ class Fusion:
     clues' mean by this factor, instead of one ranking per clue.
     ``pool``: clues only re-rank the question's own top ``pool`` chunks, so a
     hallucinated clue can reorder what the question found but not replace it.
+    ``span_share``: the evidence spans search apart from the other clues, each
+    memory's spans as one quote, and the quotes share this RRF weight; the
+    other clues keep ``clue_share``. A trained span writer then moves the
+    ranking by itself instead of being one voice among the base model's
+    sub-questions and draft. None: span lines are clues like the others.
     """
 
     clue_share: float | None = None
@@ -182,6 +187,7 @@ class Fusion:
     anchored: bool = False
     rocchio: float | None = None
     pool: int | None = None
+    span_share: float | None = None
 
 
 FUSIONS: dict[str, Fusion] = {
@@ -197,6 +203,11 @@ FUSIONS: dict[str, Fusion] = {
     "rocchio1": Fusion(rocchio=1.0),
     "anchored_share1_pool10": Fusion(clue_share=1.0, anchored=True, pool=10),
     "rrf_pool10": Fusion(pool=10),
+    "anchored_spans1": Fusion(clue_share=1.0, anchored=True, span_share=1.0),
+    "anchored_spans1_share0.5": Fusion(clue_share=0.5, anchored=True, span_share=1.0),
+    "anchored_spans1_share0": Fusion(clue_share=0.0, anchored=True, span_share=1.0),
+    "anchored_spans2_share1": Fusion(clue_share=1.0, anchored=True, span_share=2.0),
+    "anchored_spans0.5_share1": Fusion(clue_share=1.0, anchored=True, span_share=0.5),
 }
 # Chosen on QMSum train (30 questions, ops/bench/retrieval.py --fusions all; docs/benchmarks.md):
 # one RRF vote per clue lost 0.03 recall@5 to the question alone (8 of 30
@@ -212,30 +223,39 @@ def retrieve(
     embedder: Embedder,
     kb: str,
     question: str,
-    clues: list[str] = (),
+    clues: Sequence[str] = (),
     *,
+    spans: Sequence[str] = (),
     k: int = 5,
     depth: int = 20,
     hybrid: bool = False,
     fusion: str | Fusion = DEFAULT_FUSION,
 ) -> list[Evidence]:
-    """Search with the question and every clue, fuse (see ``Fusion``), return top-k in document order."""
+    """Search with the question and every clue, fuse (see ``Fusion``), return top-k in document order.
+
+    ``spans``: quotes of evidence, one per memory, its lines separated by newlines.
+    """
     plan = FUSIONS[fusion] if isinstance(fusion, str) else fusion
+    quotes = [q.strip() for q in spans if q.strip()]
+    if plan.span_share is None:
+        clues = [*(line for q in quotes for line in q.splitlines() if line.strip()), *clues]
+        quotes = []
     clues = [c for c in clues if c.strip()]
-    texts = [f"{question} {c}" if plan.anchored else c for c in clues]
+    texts = [f"{question} {c}" if plan.anchored else c for c in [*quotes, *clues]]
     vectors = embedder.encode([question, *texts])
-    if plan.rocchio is not None and clues:
+    if plan.rocchio is not None and texts:
         moved = vectors[0] + plan.rocchio * vectors[1:].mean(axis=0)
         vectors = (moved / np.linalg.norm(moved))[None].astype(np.float32)
-        texts = []
+        quotes, clues, texts = [], [], []
     queries = [question, *texts]
     ranked = index.search(kb, vectors, depth, text=queries if hybrid else None)
     by_id = {chunk.id: chunk for hits in ranked for chunk, _ in hits}
     rankings = [[chunk.id for chunk, _ in hits] for hits in ranked]
-    if plan.clue_share is None or not texts:
-        weights = [plan.question_weight] + [1.0] * len(texts)
+    if plan.clue_share is None:
+        weights = [plan.question_weight, *[1.0] * len(clues)]
     else:
-        weights = [1.0] + [plan.clue_share / len(texts)] * len(texts)
+        weights = [1.0, *[plan.clue_share / max(1, len(clues))] * len(clues)]
+    weights[1:1] = [(plan.span_share or 0.0) / max(1, len(quotes))] * len(quotes)
     fused = rrf(rankings, weights)
     if plan.pool is not None:
         allowed = set(rankings[0][: plan.pool])

@@ -119,9 +119,12 @@ def completion_ids(lm: LoadedModel, text: str) -> list[int]:
     return [*ids, end] if isinstance(end, int) and end >= 0 and end != lm.tokenizer.unk_token_id else ids
 
 
-def retrieve_with(corpus: Corpus, example: Example, clues: Sequence[str]) -> list[Evidence]:
-    return retrieve(corpus.index, corpus.embedder, corpus.kb(example.doc_id), example.question, list(clues),
-                    k=corpus.k, fusion=corpus.fusion)  # fmt: skip
+def retrieve_with(
+    corpus: Corpus, example: Example, spans: Sequence[str] = (), hints: Sequence[str] = ()
+) -> list[Evidence]:
+    """The corpus's fused retrieval with these span lines (one memory's quote) and other clues."""
+    return retrieve(corpus.index, corpus.embedder, corpus.kb(example.doc_id), example.question, list(hints),
+                    spans=["\n".join(spans)], k=corpus.k, fusion=corpus.fusion)  # fmt: skip
 
 
 def answer_loglik(corpus: Corpus, example: Example, evidence: Sequence[Evidence]) -> float:
@@ -383,10 +386,10 @@ def evaluate(corpus: Corpus, examples: Sequence[Example], *, adapter: bool, logl
         backend = LocalBackend(corpus.lm, corpus.memory(example.doc_id))
         if spans_only:
             spans = programs.execute(programs.recall_spans, backend.with_adapter(adapter), question=example.question)
-            clues = programs.clean_lines(spans["clues"], example.question)
+            found = retrieve_with(corpus, example, programs.clean_lines(spans["clues"], example.question))
         else:
-            clues = programs.write_clues(backend, example.question, adapter=adapter).queries()
-        found = retrieve_with(corpus, example, clues)
+            clues = programs.write_clues(backend, example.question, adapter=adapter)
+            found = retrieve_with(corpus, example, clues.spans, clues.hints())
         gold = gold_chunk_ids(corpus.chunks(example.doc_id), list(example.evidence))
         if gold:
             ids = [e.chunk.id for e in found]

@@ -148,3 +148,29 @@ def test_evidence_orders_lay_the_same_passages_out_by_document_or_by_score(desig
     assert order_evidence(by_score, "document") == found
     with pytest.raises(ValueError, match="unknown evidence order"):
         order_evidence(found, "random")
+
+
+def test_spans_without_their_own_share_are_clues_like_the_others(design_index, embedder):
+    question = "What did they decide about the casing?"
+    lines = ["Marketing asked for a yellow colour scheme.", "The remote uses a rubber casing."]
+    hints = ["What material is the prototype made of?"]
+    as_clues = retrieve(design_index, embedder, "kb", question, [*lines, *hints], k=3)
+    as_quote = retrieve(design_index, embedder, "kb", question, hints, spans=["\n".join(lines)], k=3)
+    assert as_quote == as_clues
+
+
+def test_a_quote_with_its_own_share_is_not_outvoted_by_drifting_hints(design_index, embedder):
+    question = "What did they decide about the casing?"
+    quote = ["Marketing asked for a yellow colour scheme."]  # the evidence is chunk 3
+    drifting = ["Tax reporting rules for freelancers changed.", "The tax office changed its rules.",
+                "New tax rules for freelancers.", "Weekend football results.", "Football results were discussed.",
+                "The weekend's football scores."]  # fmt: skip
+
+    def rank_of_evidence(fusion: str) -> int:
+        found = retrieve(design_index, embedder, "kb", question, drifting, spans=quote, k=7, fusion=fusion)
+        return [e.chunk.ordinal for e in sorted(found, key=lambda e: -e.score)].index(3)
+
+    shared = rank_of_evidence("anchored_share1")  # the quote is one of seven clues sharing one weight
+    assert shared >= 3
+    assert rank_of_evidence("anchored_spans1") < shared
+    assert rank_of_evidence("anchored_spans1") < 3

@@ -9,8 +9,9 @@ clues, dense + BM25); two ceilings of span writing, ``spans_oracle`` (question +
 the gold evidence text as the spans) and ``memorag_oracle_spans`` (the pipeline's
 clues with the gold text in place of the model's spans), and the same two with
 the spans joined into one clue (``memorag_spans_joined``, ``memorag_oracle_joined``);
-with ``--fusions``, one row per named fusion of
-``agent.retrieval.FUSIONS``. Also the embedded index's search latency
+with ``--fusions``, two rows per named fusion of ``agent.retrieval.FUSIONS``:
+the model's clues, and the same with the gold evidence as the spans (that
+fusion's ceiling of span writing). Also the embedded index's search latency
 against a bare numpy product.
 
     python ops/bench/retrieval.py --meetings 8 --json out.json
@@ -64,7 +65,8 @@ def bm25_top(chunks, question: str, k: int) -> list[str]:
 
 def quality(args, lm, embedder, index) -> tuple[dict, int]:
     fusions = [f for f in (FUSIONS if args.fusions == "all" else args.fusions.split(",")) if f]
-    found: dict[str, list[tuple[float, float]]] = {s: [] for s in [*STRATEGIES, *(f"fusion:{f}" for f in fusions)]}
+    rows = [*STRATEGIES, *(f"fusion:{f}" for f in fusions), *(f"fusion:{f}:gold_spans" for f in fusions)]
+    found: dict[str, list[tuple[float, float]]] = {s: [] for s in rows}
     cache = ClueCache(args.clue_cache)
     n = 0
     for sample in load_qmsum(args.data, limit=args.meetings):
@@ -78,30 +80,31 @@ def quality(args, lm, embedder, index) -> tuple[dict, int]:
         index.drop(kb)
         index.upsert(kb, chunks, embedder.encode([c.text for c in chunks]))
         for q, gold in asked:
-            clues = programs.Clues(**written[q.text]).queries()
-
-            def with_spans(spans: list[str], base=written[q.text]) -> list[str]:
-                return programs.Clues(**{**base, "spans": spans}).queries()
-
+            written_clues = programs.Clues(**written[q.text])
+            spans, hints = written_clues.spans, written_clues.hints()
             # Ceilings of span writing: the gold evidence quoted perfectly, alone and in place of the model's spans.
             quoted = gold_spans(sample.text, Example(sample.doc_id, q.text, "", tuple(q.evidence)))
-            spans = written[q.text]["spans"]
 
-            def ids(*extra, kb=kb, question=q.text, **options) -> list[str]:
-                return [e.chunk.id for e in retrieve(index, embedder, kb, question, *extra, k=args.k, **options)]
+            def ids(spans=(), hints=(), kb=kb, question=q.text, **options) -> list[str]:
+                found = retrieve(index, embedder, kb, question, hints, spans=["\n".join(spans)], k=args.k, **options)
+                return [e.chunk.id for e in found]
+
+            def joined(lines: list[str]) -> list[str]:
+                return [" ".join(lines)] if lines else []
 
             ranked = {
                 "rag": ids(),
                 "bm25": bm25_top(chunks, q.text, args.k),
                 "hybrid": ids(hybrid=True),
-                "memorag": ids(clues, hybrid=HYBRID_RETRIEVAL),  # the pipeline's fusion
-                "memorag_rrf": ids(clues, fusion="rrf"),
-                "clues_hybrid": ids(clues, hybrid=True),
+                "memorag": ids(spans, hints, hybrid=HYBRID_RETRIEVAL),  # the pipeline's fusion
+                "memorag_rrf": ids(spans, hints, fusion="rrf"),
+                "clues_hybrid": ids(spans, hints, hybrid=True),
                 "spans_oracle": ids(quoted),
-                "memorag_oracle_spans": ids(with_spans(quoted)),
-                "memorag_spans_joined": ids(with_spans([" ".join(spans)] if spans else [])),
-                "memorag_oracle_joined": ids(with_spans([" ".join(quoted)] if quoted else [])),
-                **{f"fusion:{f}": ids(clues, fusion=f) for f in fusions},
+                "memorag_oracle_spans": ids(quoted, hints),
+                "memorag_spans_joined": ids(joined(spans), hints),
+                "memorag_oracle_joined": ids(joined(quoted), hints),
+                **{f"fusion:{f}": ids(spans, hints, fusion=f) for f in fusions},
+                **{f"fusion:{f}:gold_spans": ids(quoted, hints, fusion=f) for f in fusions},
             }
             for name, got in ranked.items():
                 found[name].append((recall_at_k(gold, got, args.k), hit_at_k(gold, got, args.k)))

@@ -46,11 +46,11 @@ def examples_of(samples, per_doc: int) -> list[rlgf.Example]:
             for s in samples for q in [q for q in s.questions if q.evidence][:per_doc]]  # fmt: skip
 
 
-def fixed_clue_metrics(corpus: rlgf.Documents, examples, clues_of=lambda example: []) -> dict:
-    """Recall@k and hit@k when each query's clues are given rather than written (none: standard RAG)."""
+def fixed_span_metrics(corpus: rlgf.Documents, examples, spans_of=lambda example: []) -> dict:
+    """Recall@k and hit@k when each query's spans are given rather than written (none: standard RAG)."""
     recalls, hits = [], []
     for ex in examples:
-        ids = [e.chunk.id for e in rlgf.retrieve_with(corpus, ex, clues_of(ex))]
+        ids = [e.chunk.id for e in rlgf.retrieve_with(corpus, ex, spans_of(ex))]
         gold = gold_chunk_ids(corpus.chunks(ex.doc_id), list(ex.evidence))
         recalls.append(recall_at_k(gold, ids, corpus.k))
         hits.append(hit_at_k(gold, ids, corpus.k))
@@ -71,8 +71,10 @@ def main() -> None:
     parser.add_argument("--margin", type=float, default=0.05)
     parser.add_argument("--temperature", type=float, default=rlgf.SAMPLE_TEMPERATURE,
                         help="sampling temperature of candidate clue sets")  # fmt: skip
+    parser.add_argument("--fusion", default=DEFAULT_FUSION, choices=sorted(FUSIONS),
+                        help="fusion every row retrieves with (default: the pipeline's)")  # fmt: skip
     parser.add_argument("--pair-fusion", default=None, choices=sorted(FUSIONS),
-                        help="fusion that scores sampled clue sets for preference pairs (default: the pipeline's); "
+                        help="fusion that scores sampled clue sets for preference pairs (default: --fusion); "
                         "'rrf' gives each span its own vote, so candidates differ more")  # fmt: skip
     parser.add_argument("--loglik-weight", type=float, default=0.2)
     parser.add_argument("--pref-minutes", type=float, default=10.0, help="time budget for sampling and scoring")
@@ -89,7 +91,7 @@ def main() -> None:
     client = connect(settings=settings)
     config = EvalConfig(k=args.k, beta=args.beta)
     harness = Harness(lm, embedder, open_index(client, settings), MemoryStore(client), config, settings)
-    corpus = rlgf.Documents(lm, embedder, harness.index, args.k)
+    corpus = rlgf.Documents(lm, embedder, harness.index, args.k, fusion=args.fusion)
     train_samples = [replace(s, doc_id=f"train-{s.doc_id}") for s in load_qmsum(args.train, limit=args.train_meetings)]
     val_samples = [replace(s, doc_id=f"val-{s.doc_id}") for s in load_qmsum(args.val, limit=args.val_meetings)]
     memory_report = Report("rlgf", config, lm.name)
@@ -107,9 +109,9 @@ def main() -> None:
         if done % 5 == 0 or done == total:
             print(f"  {what}: {done}/{total} ({time.monotonic() - began:.0f} s)", flush=True)
 
-    results: dict[str, dict] = {"rag": fixed_clue_metrics(corpus, val)}
+    results: dict[str, dict] = {"rag": fixed_span_metrics(corpus, val)}
     # The ceiling of span writing: the gold evidence itself, quoted perfectly, as the spans.
-    results["spans_oracle"] = fixed_clue_metrics(corpus, val, lambda e: rlgf.gold_spans(texts[e.doc_id], e))
+    results["spans_oracle"] = fixed_span_metrics(corpus, val, lambda e: rlgf.gold_spans(texts[e.doc_id], e))
     adapters.ensure_slot(lm)
     adapters.clear(lm)
     results["memorag_base"] = rlgf.evaluate(corpus, val, adapter=False, loglik=False, on_progress=say)
@@ -126,11 +128,11 @@ def main() -> None:
 
     # Preference data sampled from the current clue writer (the warm-started one).
     weights = rlgf.RewardWeights(recall=1.0, loglik=args.loglik_weight)
-    corpus.fusion = args.pair_fusion or DEFAULT_FUSION
+    corpus.fusion = args.pair_fusion or args.fusion
     pairs, stats = rlgf.preference_data(corpus, train, n=args.candidates, temperature=args.temperature,
                                         margin=args.margin, weights=weights,
                                         seed=args.seed, budget_s=args.pref_minutes * 60, on_progress=say)  # fmt: skip
-    corpus.fusion = DEFAULT_FUSION  # every row is evaluated with the pipeline's fusion
+    corpus.fusion = args.fusion  # every row is evaluated with one fusion
     print(f"{stats.pairs} pairs from {stats.examples} queries, {stats.candidates} candidates ({stats.seconds:.0f} s)")
     dpo_run = rlgf.train(corpus, pairs, rlgf.TrainConfig(steps=args.dpo_steps, **train_cfg), on_progress=say)
     adapters.mark(lm, "dpo")
