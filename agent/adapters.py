@@ -39,6 +39,7 @@ class LoraSpec:
 
 
 _loaded: dict[int, str | None] = {}  # id(model) -> version in the slot (None: base behaviour)
+_fusions: dict[int, str | None] = {}  # id(model) -> the fusion the loaded version was gated with
 _guard = threading.Lock()
 
 
@@ -91,6 +92,11 @@ def loaded_version(lm: LoadedModel) -> str | None:
     return _loaded.get(id(lm.model))
 
 
+def loaded_fusion(lm: LoadedModel) -> str | None:
+    """How the loaded version's spans were fused when it was trained and gated (None: the pipeline's default)."""
+    return _fusions.get(id(lm.model))
+
+
 def trainable_parameters(lm: LoadedModel) -> dict[str, torch.nn.Parameter]:
     return {name: p for name, p in lm.model.named_parameters() if "lora_" in name}
 
@@ -104,8 +110,15 @@ def portable_name(name: str) -> str:
     return name.replace(f".{SLOT}.", ".")
 
 
-def load(lm: LoadedModel, weights: dict[str, torch.Tensor], version: str | None, spec: LoraSpec | None = None) -> None:
-    """Put ``weights`` in the slot and mark it as ``version`` (the hot swap)."""
+def load(
+    lm: LoadedModel,
+    weights: dict[str, torch.Tensor],
+    version: str | None,
+    spec: LoraSpec | None = None,
+    *,
+    fusion: str | None = None,
+) -> None:
+    """Put ``weights`` in the slot and mark it as ``version``, retrieved with ``fusion`` (the hot swap)."""
     ensure_slot(lm, spec or spec_of(lm))
     if spec is not None and spec != spec_of(lm):
         raise AdapterMismatch(f"adapter shape {spec} does not fit this model's LoRA slot {spec_of(lm)}")
@@ -117,7 +130,7 @@ def load(lm: LoadedModel, weights: dict[str, torch.Tensor], version: str | None,
             if params[name].shape != tensor.shape:
                 raise AdapterMismatch(f"{name}: shape {tuple(tensor.shape)} != {tuple(params[name].shape)}")
             params[name].copy_(tensor.to(params[name].dtype))
-    _loaded[id(lm.model)] = version
+    mark(lm, version, fusion)
 
 
 def clear(lm: LoadedModel, seed: int = 0) -> None:
@@ -130,12 +143,13 @@ def clear(lm: LoadedModel, seed: int = 0) -> None:
             else:
                 bound = 1.0 / p.shape[1] ** 0.5  # kaiming-uniform with a = sqrt(5), peft's default for A
                 p.copy_(torch.rand(p.shape, generator=generator) * 2 * bound - bound)
-    _loaded[id(lm.model)] = None
+    mark(lm, None)
 
 
-def mark(lm: LoadedModel, version: str | None) -> None:
+def mark(lm: LoadedModel, version: str | None, fusion: str | None = None) -> None:
     """Record which version the slot now holds (after training wrote its weights in place)."""
     _loaded[id(lm.model)] = version
+    _fusions[id(lm.model)] = fusion
 
 
 def spec_of(lm: LoadedModel) -> LoraSpec:

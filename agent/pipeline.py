@@ -6,6 +6,7 @@ answer:    route to the knowledge base's most relevant documents
                 -> MemoryStore -> GlobalMemory (rebuilt from text if missing or stale)
                 -> clue programs (spans, questions, draft) on each memory
                 -> retrieval over the whole knowledge base: question + clues anchored to it, fused
+                   (with the fusion the loaded clue adapter was gated with, if any)
                 -> answer program on the generator -> Answer
 """
 
@@ -21,7 +22,7 @@ from agent.memory.errors import MemoryProblem
 from agent.memory.formation import form_memory, tokenize_document
 from agent.memory.types import GlobalMemory
 from agent.models import LoadedModel, resolve_dtype
-from agent.retrieval import Embedder, Evidence, chunk_document, retrieve
+from agent.retrieval import DEFAULT_FUSION, Embedder, Evidence, chunk_document, retrieve
 from agent.settings import Settings, get_settings
 from store.memories import Manifest, MemoryNotFound, MemoryStore
 from store.vectors import VectorIndex, rrf
@@ -156,7 +157,8 @@ def answer(
             clues += written.hints()
     lap("clues")
     query = question if task == "memorag" else "key points of the document"
-    evidence = retrieve(index, embedder, kb, query, clues, spans=quotes, k=k, hybrid=HYBRID_RETRIEVAL)
+    fusion = adapters.loaded_fusion(lm) or DEFAULT_FUSION  # a trained span writer brings the fusion it was gated with
+    evidence = retrieve(index, embedder, kb, query, clues, spans=quotes, k=k, hybrid=HYBRID_RETRIEVAL, fusion=fusion)
     clues = [*(line for quote in quotes for line in quote.splitlines()), *clues]
     lap("retrieval")
     passages = programs.format_evidence([e.chunk.text for e in evidence])

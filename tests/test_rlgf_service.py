@@ -14,7 +14,8 @@ from celery.contrib.testing.worker import start_worker
 from click.testing import CliRunner
 from sqlmodel import select
 
-from agent import adapters
+from agent import adapters, rlgf
+from agent.retrieval import DEFAULT_FUSION
 from manage import cli
 from store import db
 from store.adapters import AdapterNotFound, AdapterRegistry
@@ -105,6 +106,8 @@ def test_import_retrain_promote_and_hot_swap(service, records):
     assert run.metrics["train_examples"] + run.metrics["heldout_examples"] == 8 and run.metrics["heldout_examples"] > 0
     assert run.metrics["last_feedback_id"] == max(r.id for r in rows) and len(run.losses) == run.metrics["steps"]
     assert "recall@5" in run.metrics["candidate"] and "answer_loglik" in run.metrics["current"]
+    # The base model was measured as queries see it; the candidate with the fusion it will be queried with.
+    assert run.metrics["fusions"] == {"current": DEFAULT_FUSION, "candidate": rlgf.ADAPTER_FUSION}
     if run.decision == "promoted":
         cli_run("adapters", "rollback")
     assert "none (base model writes clues)" in cli_run("adapters", "list")
@@ -134,6 +137,19 @@ def test_worker_loads_the_promoted_weights_exactly(service, records):
     registry.promote(version)
     assert sync_adapter(rt) == version and adapters.loaded_version(lm) == version
     assert all(torch.equal(weights[n], w) for n, w in adapters.state(lm).items())
+    assert adapters.loaded_fusion(lm) is None  # gated without a fusion of its own: queries use the default
+
+    def publish(fusion: str) -> str:
+        data = adapters.to_bytes(weights, base_fingerprint=lm.fingerprint, spec=adapters.spec_of(lm),
+                                 info={"fusion": fusion})  # fmt: skip
+        version = registry.publish(data, base_fingerprint=lm.fingerprint, metrics={})
+        registry.promote(version)
+        return version
+
+    gated = publish(rlgf.ADAPTER_FUSION)
+    assert sync_adapter(rt) == gated and adapters.loaded_fusion(lm) == rlgf.ADAPTER_FUSION
+    publish("a fusion from a newer release")
+    assert sync_adapter(rt) is None and adapters.loaded_fusion(lm) is None  # not guessed: the base model answers
 
     foreign = registry.publish(adapters.to_bytes(weights, base_fingerprint="other", spec=adapters.spec_of(lm)),
                                base_fingerprint="other", metrics={})  # fmt: skip

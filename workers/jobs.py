@@ -15,6 +15,7 @@ from typing import Any
 from sqlmodel import select
 
 from agent import pipeline
+from agent.retrieval import FUSIONS
 from store import db
 from store.db import Answer, Document, KnowledgeBase, Query, Status
 from store.redis import StoreUnavailable
@@ -87,14 +88,17 @@ def sync_adapter(rt=None) -> str | None:
         adapters.clear(lm)
         return None
     try:
-        weights, spec, _ = adapters.from_bytes(AdapterRegistry(rt.memories.client).weights(wanted),
-                                               base_fingerprint=lm.fingerprint)  # fmt: skip
-        adapters.load(lm, weights, wanted, spec)
+        weights, spec, info = adapters.from_bytes(AdapterRegistry(rt.memories.client).weights(wanted),
+                                                  base_fingerprint=lm.fingerprint)  # fmt: skip
+        fusion = info.get("fusion")
+        if fusion is not None and fusion not in FUSIONS:
+            raise adapters.AdapterMismatch(f"gated with fusion {fusion!r}, which this version does not know")
+        adapters.load(lm, weights, wanted, spec, fusion=fusion)
     except adapters.AdapterMismatch as exc:  # another model's adapter: answer with the base model
         log.warning("not using adapter %s: %s", wanted, exc)
         adapters.clear(lm)
         return None
-    log.info("clue adapter %s loaded", wanted)
+    log.info("clue adapter %s loaded (fusion %s)", wanted, fusion or "default")
     return wanted
 
 

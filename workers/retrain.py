@@ -15,7 +15,7 @@ from typing import Any
 from sqlmodel import func, select
 
 from agent import adapters, pipeline, rlgf
-from agent.retrieval import chunk_document
+from agent.retrieval import DEFAULT_FUSION, chunk_document
 from store import db
 from store.adapters import AdapterRegistry
 from store.db import Answer, Document, Feedback, KnowledgeBase, Query, Status, TrainingRun
@@ -64,8 +64,11 @@ def _train_and_gate(rt, run_id: int, report: Progress) -> dict[str, Any]:
         raise ValueError(f"need feedback both to train on and to hold out; have {len(train)} and {len(heldout)}")
     corpus = _corpus(rt, {e.doc_id: kb for _, kb, e in examples}, report)
     current = sync_adapter(rt)
+    fusions = {"current": adapters.loaded_fusion(lm) or DEFAULT_FUSION, "candidate": rlgf.ADAPTER_FUSION}
     report("evaluating the current clue writer", 0, len(heldout))
+    corpus.fusion = fusions["current"]  # as queries are answered now
     before = rlgf.evaluate(corpus, heldout, adapter=True)
+    corpus.fusion = fusions["candidate"]
     pairs, stats = rlgf.preference_data(
         corpus, train, n=settings.rlgf_candidates, seed=run_id, budget_s=settings.rlgf_budget_s / 2,
         on_progress=report,
@@ -82,12 +85,13 @@ def _train_and_gate(rt, run_id: int, report: Progress) -> dict[str, Any]:
     after = rlgf.evaluate(corpus, heldout, adapter=True)
     decision = rlgf.gate(after, before, k=corpus.k, margin=settings.gate_margin)
     data = adapters.to_bytes(adapters.state(lm), base_fingerprint=lm.fingerprint, spec=adapters.spec_of(lm),
-                             info={"run": run_id, "pairs": len(pairs)})  # fmt: skip
+                             info={"run": run_id, "pairs": len(pairs), "fusion": corpus.fusion})  # fmt: skip
     registry = AdapterRegistry(rt.memories.client)
     version = registry.publish(data, base_fingerprint=lm.fingerprint, metrics=after)
     if decision.promote:
         registry.promote(version)
-    metrics = {"current": before, "candidate": after, "current_version": current, "last_feedback_id": last_feedback,
+    metrics = {"current": before, "candidate": after, "current_version": current, "fusions": fusions,
+               "last_feedback_id": last_feedback,
                "train_examples": len(train), "heldout_examples": len(heldout), "candidates": stats.candidates,
                "sft_examples": len(sft), "steps": result.steps, "train_s": round(result.seconds, 1)}  # fmt: skip
     verdict = "promoted" if decision.promote else "kept"

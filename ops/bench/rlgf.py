@@ -71,8 +71,9 @@ def main() -> None:
     parser.add_argument("--margin", type=float, default=0.05)
     parser.add_argument("--temperature", type=float, default=rlgf.SAMPLE_TEMPERATURE,
                         help="sampling temperature of candidate clue sets")  # fmt: skip
-    parser.add_argument("--fusion", default=DEFAULT_FUSION, choices=sorted(FUSIONS),
-                        help="fusion every row retrieves with (default: the pipeline's)")  # fmt: skip
+    parser.add_argument("--fusion", default=rlgf.ADAPTER_FUSION, choices=sorted(FUSIONS),
+                        help="fusion every row retrieves with (default: the one trained adapters are gated and "
+                        f"queried with; the base model's queries use {DEFAULT_FUSION})")  # fmt: skip
     parser.add_argument("--pair-fusion", default=None, choices=sorted(FUSIONS),
                         help="fusion that scores sampled clue sets for preference pairs (default: --fusion); "
                         "'rrf' gives each span its own vote, so candidates differ more")  # fmt: skip
