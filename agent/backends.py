@@ -19,6 +19,7 @@ from sglang.lang.choices import ChoicesDecision, ChoicesSamplingMethod, token_le
 from sglang.lang.ir import SglSamplingParams
 
 from agent import adapters
+from agent.memory.copying import CopySource
 from agent.memory.decoding import SamplingParams, stream_generate, token_logprobs
 from agent.memory.types import GlobalMemory
 from agent.models import LoadedModel
@@ -97,6 +98,7 @@ class LocalBackend(BaseBackend):
         no_repeat_ngram: int = 6,
         adapter: bool = False,
         seed: int | None = None,
+        copy_from: CopySource | None = None,
     ) -> None:
         super().__init__()
         if memory is not None:
@@ -107,24 +109,30 @@ class LocalBackend(BaseBackend):
         self.no_repeat_ngram = no_repeat_ngram
         self.adapter = adapter  # write with the clue adapter, when one is loaded
         self.seed = seed  # sampled generations are reproducible: call i uses seed + i
+        self.copy_from = copy_from  # every generated line copies a run of this source
         self._calls = 0
         self.chat_template = chat_template_from_tokenizer(lm.tokenizer, lm.name)
         self.is_chat_model = False
         self._lock = _lock_for(lm)
 
+    def _like(self, **changes) -> LocalBackend:
+        kept = dict(
+            memory=self.memory, repetition_penalty=self.repetition_penalty, no_repeat_ngram=self.no_repeat_ngram,
+            adapter=self.adapter, seed=self.seed, copy_from=self.copy_from,
+        )  # fmt: skip
+        return LocalBackend(self.lm, **{**kept, **changes})
+
     def with_memory(self, memory: GlobalMemory | None) -> LocalBackend:
         """The same model bound to another memory (cheap: nothing is copied)."""
-        return LocalBackend(
-            self.lm, memory, repetition_penalty=self.repetition_penalty, no_repeat_ngram=self.no_repeat_ngram,
-            adapter=self.adapter, seed=self.seed,
-        )  # fmt: skip
+        return self._like(memory=memory)
 
     def with_adapter(self, on: bool = True) -> LocalBackend:
         """The same model and memory, writing with (or without) the clue adapter."""
-        return LocalBackend(
-            self.lm, self.memory, repetition_penalty=self.repetition_penalty, no_repeat_ngram=self.no_repeat_ngram,
-            adapter=on, seed=self.seed,
-        )  # fmt: skip
+        return self._like(adapter=on)
+
+    def with_copying(self, source: CopySource | None) -> LocalBackend:
+        """The same model and memory, every line it writes copied from ``source`` (None: free)."""
+        return self._like(copy_from=source)
 
     def get_model_name(self) -> str:
         return self.lm.name
@@ -143,6 +151,7 @@ class LocalBackend(BaseBackend):
             repetition_penalty=self.repetition_penalty,
             no_repeat_ngram=self.no_repeat_ngram,
             seed=None if self.seed is None else self.seed + self._calls,
+            copy_from=self.copy_from,
         )
 
     def generate(self, s, sampling_params: SglSamplingParams):

@@ -11,8 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import sglang as sgl
+
+if TYPE_CHECKING:
+    from agent.memory.copying import CopySource
 
 PROMPTS = {
     "recall_spans": (
@@ -156,22 +160,35 @@ class Clues:
         return "\n".join(self.spans)
 
 
-def write_clues(backend, question: str, *, temperature: float = 0.0, adapter: bool = True) -> Clues:
-    """Run the three clue programs on a memory-bound backend.
+def write_spans(
+    backend, question: str, *, temperature: float = 0.0, adapter: bool = True, copy_from: CopySource | None = None
+) -> list[str]:
+    """The evidence spans the memory recalls for ``question``.
 
-    The evidence spans are what RLGF trains, so they are written with the clue
-    adapter when one is loaded (``adapter=False`` forces the base model); the
-    sharper questions and the draft come from the base model.
+    They are what RLGF trains, so they are written with the clue adapter when
+    one is loaded (``adapter=False`` forces the base model). With
+    ``copy_from`` (the document), each span is a verbatim run of it.
     """
-    spans_backend = backend.with_adapter(adapter) if hasattr(backend, "with_adapter") else backend
-    spans = recall_spans.run(question=question, heat=temperature, backend=spans_backend)
-    questions = surrogate_questions.run(question=question, heat=temperature, backend=backend)
-    draft = draft_answer.run(question=question, heat=temperature, backend=backend)
-    for state in (spans, questions, draft):
-        if state.error():
-            raise state.error()
-    return Clues(
-        spans=clean_lines(spans["clues"], question),
-        questions=clean_lines(questions["clues"], question),
-        draft=draft["answer"].strip(),
-    )
+    if hasattr(backend, "with_adapter"):
+        backend = backend.with_adapter(adapter)
+    if copy_from is not None:
+        backend = backend.with_copying(copy_from)
+    return clean_lines(execute(recall_spans, backend, question=question, heat=temperature)["clues"], question)
+
+
+def write_hints(backend, question: str, *, temperature: float = 0.0) -> tuple[list[str], str]:
+    """Sharper questions and a draft answer, from the base model (no adapter)."""
+    if hasattr(backend, "with_adapter"):
+        backend = backend.with_adapter(False)
+    questions = execute(surrogate_questions, backend, question=question, heat=temperature)["clues"]
+    draft = execute(draft_answer, backend, question=question, heat=temperature)["answer"]
+    return clean_lines(questions, question), draft.strip()
+
+
+def write_clues(
+    backend, question: str, *, temperature: float = 0.0, adapter: bool = True, copy_from: CopySource | None = None
+) -> Clues:
+    """The three clue programs on a memory-bound backend: spans (see ``write_spans``), questions, draft."""
+    spans = write_spans(backend, question, temperature=temperature, adapter=adapter, copy_from=copy_from)
+    questions, draft = write_hints(backend, question, temperature=temperature)
+    return Clues(spans=spans, questions=questions, draft=draft)

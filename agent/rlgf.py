@@ -378,23 +378,29 @@ def _resume(path: Path, lm: LoadedModel, optimizer, config: TrainConfig, result:
 
 # gate -------------------------------------------------------------------------
 def evaluate(corpus: Corpus, examples: Sequence[Example], *, adapter: bool, loglik: bool = True,
-             spans_only: bool = False, on_progress: Progress | None = None) -> dict[str, float]:  # fmt: skip
+             spans_only: bool = False, hints: dict | None = None,
+             on_progress: Progress | None = None) -> dict[str, float]:  # fmt: skip
     """Recall@k and hit@k of the pipeline's fused retrieval, and the answer's log-likelihood, per example mean.
 
     ``spans_only`` retrieves with the question and the evidence spans alone (the
     program the adapter is trained on), leaving out the base model's other clues.
+    ``hints`` keeps those other clues per example between calls: the base model
+    writes them greedily, so two writers compared on the same examples share them.
     """
     recalls, hits, logliks = [], [], []
+    hints = {} if hints is None else hints
     for i, example in enumerate(examples):
         if on_progress:
             on_progress("evaluating", i, len(examples))
         backend = LocalBackend(corpus.lm, corpus.memory(example.doc_id))
+        spans = programs.write_spans(backend, example.question, adapter=adapter)
         if spans_only:
-            spans = programs.execute(programs.recall_spans, backend.with_adapter(adapter), question=example.question)
-            found = retrieve_with(corpus, example, programs.clean_lines(spans["clues"], example.question))
+            found = retrieve_with(corpus, example, spans)
         else:
-            clues = programs.write_clues(backend, example.question, adapter=adapter)
-            found = retrieve_with(corpus, example, clues.spans, clues.hints())
+            if example not in hints:
+                questions, draft = programs.write_hints(backend, example.question)
+                hints[example] = programs.Clues([], questions, draft).hints()
+            found = retrieve_with(corpus, example, spans, hints[example])
         gold = gold_chunk_ids(corpus.chunks(example.doc_id), list(example.evidence))
         if gold:
             ids = [e.chunk.id for e in found]

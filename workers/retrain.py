@@ -67,7 +67,8 @@ def _train_and_gate(rt, run_id: int, report: Progress) -> dict[str, Any]:
     fusions = {"current": adapters.loaded_fusion(lm) or DEFAULT_FUSION, "candidate": rlgf.ADAPTER_FUSION}
     report("evaluating the current clue writer", 0, len(heldout))
     corpus.fusion = fusions["current"]  # as queries are answered now
-    before = rlgf.evaluate(corpus, heldout, adapter=True)
+    hints: dict = {}  # the base model's other clues, written once for both writers
+    before = rlgf.evaluate(corpus, heldout, adapter=True, hints=hints)
     corpus.fusion = fusions["candidate"]
     pairs, stats = rlgf.preference_data(
         corpus, train, n=settings.rlgf_candidates, seed=run_id, budget_s=settings.rlgf_budget_s / 2,
@@ -82,7 +83,7 @@ def _train_and_gate(rt, run_id: int, report: Progress) -> dict[str, Any]:
     checkpoint = settings.home / "training" / f"run-{run_id}.safetensors"
     result = rlgf.train(corpus, pairs, config, sft=sft, checkpoint=checkpoint, on_progress=report)
     report("evaluating the new clue writer", 0, len(heldout))
-    after = rlgf.evaluate(corpus, heldout, adapter=True)
+    after = rlgf.evaluate(corpus, heldout, adapter=True, hints=hints)
     decision = rlgf.gate(after, before, k=corpus.k, margin=settings.gate_margin)
     data = adapters.to_bytes(adapters.state(lm), base_fingerprint=lm.fingerprint, spec=adapters.spec_of(lm),
                              info={"run": run_id, "pairs": len(pairs), "fusion": corpus.fusion})  # fmt: skip

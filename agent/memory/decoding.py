@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from agent.memory.copying import CopyConstraint, CopySource
 from agent.memory.reading import memory_cache
 from agent.memory.types import GlobalMemory
 from agent.models import LoadedModel
@@ -27,9 +28,10 @@ class SamplingParams:
     repetition_penalty: float = 1.15
     no_repeat_ngram: int = 6
     seed: int | None = None
+    copy_from: CopySource | None = None  # every line must copy a run of this source
 
 
-def _processors(params: SamplingParams):
+def _processors(params: SamplingParams, prompt_len: int = 0, eos: Sequence[int] = ()):
     from transformers import (
         LogitsProcessorList,
         NoRepeatNGramLogitsProcessor,
@@ -39,10 +41,15 @@ def _processors(params: SamplingParams):
     )
 
     procs = LogitsProcessorList()
-    if params.repetition_penalty and params.repetition_penalty != 1.0:
-        procs.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
-    if params.no_repeat_ngram:
-        procs.append(NoRepeatNGramLogitsProcessor(params.no_repeat_ngram))
+    if params.copy_from is not None:
+        # Copying guards against repeats itself (no source run twice); the usual guard would
+        # also penalise the question's own words, which relevant passages share.
+        procs.append(CopyConstraint(params.copy_from, prompt_len, eos))
+    else:
+        if params.repetition_penalty and params.repetition_penalty != 1.0:
+            procs.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
+        if params.no_repeat_ngram:
+            procs.append(NoRepeatNGramLogitsProcessor(params.no_repeat_ngram))
     if params.temperature > 0:
         procs.append(TemperatureLogitsWarper(params.temperature))
         if params.top_p < 1.0:
@@ -89,12 +96,12 @@ def stream_generate(
     with torch.inference_mode():
         tokenizer = lm.tokenizer
         cache, logits, position = _prefill(lm, memory, prompt_ids)
-        procs = _processors(params)
+        eos = set(_eos_ids(lm))
+        procs = _processors(params, len(prompt_ids), sorted(eos))
         generator = None
         if params.temperature > 0:
             generator = torch.Generator(device=lm.device)
             generator.manual_seed(params.seed if params.seed is not None else torch.seed())
-        eos = set(_eos_ids(lm))
         history = torch.tensor([list(prompt_ids)], dtype=torch.long, device=lm.device)
         produced: list[int] = []
         text = ""

@@ -69,38 +69,65 @@ class ClueCache:
     document, three programs per question); fusion choices can then be
     compared on exactly the same clues. Keys hold the model fingerprint, beta,
     scorer and read span, so a different model or memory never reuses them.
+    Spans copied from the document (``copied_spans``) are kept beside them.
     """
 
     def __init__(self, path: str | Path | None) -> None:
         self.path = Path(path) if path else None
         self.entries: dict[str, dict] = json.loads(self.path.read_text()) if self.path and self.path.exists() else {}
+        self._backend: tuple[str, object] | None = None  # the last meeting's memory, formed once
 
-    def clues(self, lm, sample, questions, beta: int) -> dict[str, dict]:
-        """``question text -> {"spans", "questions", "draft"}``, writing the missing ones."""
-        import time
-        from dataclasses import asdict
-
-        from agent import programs
-        from agent.backends import LocalBackend
-        from agent.pipeline import memorize
+    def _key(self, lm, sample, question, beta: int) -> str:
         from agent.settings import get_settings
 
-        scorer = get_settings().scorer
+        return f"{lm.fingerprint}|{beta}|{get_settings().scorer}|{lm.read_span}|{sample.doc_id}|{question.text}"
 
-        def key(q) -> str:
-            return f"{lm.fingerprint}|{beta}|{scorer}|{lm.read_span}|{sample.doc_id}|{q.text}"
+    def _memory_backend(self, lm, sample, beta: int):
+        import time
 
-        missing = [q for q in questions if key(q) not in self.entries]
-        if missing:
+        from agent.backends import LocalBackend
+        from agent.pipeline import memorize
+
+        if self._backend is None or self._backend[0] != sample.doc_id:
             started = time.perf_counter()
-            backend = LocalBackend(lm, memorize(lm, sample.text, beta=beta))
+            self._backend = (sample.doc_id, LocalBackend(lm, memorize(lm, sample.text, beta=beta)))
             print(f"{sample.doc_id}: memory in {time.perf_counter() - started:.0f} s", flush=True)
-            for q in missing:
-                self.entries[key(q)] = asdict(programs.write_clues(backend, q.text))
+        return self._backend[1]
+
+    def _fill(self, keyed: list[tuple], write) -> dict:
+        for question, key in keyed:
+            if key not in self.entries:
+                self.entries[key] = write(question)
                 if self.path:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
                     self.path.write_text(json.dumps(self.entries, indent=1))
-        return {q.text: self.entries[key(q)] for q in questions}
+        return {q.text: self.entries[key] for q, key in keyed}
+
+    def clues(self, lm, sample, questions, beta: int) -> dict[str, dict]:
+        """``question text -> {"spans", "questions", "draft"}``, writing the missing ones."""
+        from dataclasses import asdict
+
+        from agent import programs
+
+        keyed = [(q, self._key(lm, sample, q, beta)) for q in questions]
+        return self._fill(keyed, lambda q: asdict(programs.write_clues(self._memory_backend(lm, sample, beta), q.text)))
+
+    def copied_spans(self, lm, sample, questions, beta: int) -> dict[str, list[str]]:
+        """``question text -> spans`` written with every line copied from the meeting's text."""
+        from agent import programs
+        from agent.memory.copying import MAX_SPAN, MIN_SPAN, CopySource
+
+        source = None
+
+        def write(q) -> dict:
+            nonlocal source
+            source = source or CopySource(lm.tokenizer, [sample.text])
+            backend = self._memory_backend(lm, sample, beta).with_copying(source)
+            state = programs.execute(programs.recall_spans, backend, question=q.text)
+            return {"spans": programs.clean_lines(state["clues"], q.text)}
+
+        keyed = [(q, self._key(lm, sample, q, beta) + f"|copied:{MIN_SPAN}-{MAX_SPAN}") for q in questions]
+        return {text: entry["spans"] for text, entry in self._fill(keyed, write).items()}
 
 
 class BenchRedis:

@@ -11,7 +11,9 @@ clues with the gold text in place of the model's spans), and the same two with
 the spans joined into one clue (``memorag_spans_joined``, ``memorag_oracle_joined``);
 with ``--fusions``, two rows per named fusion of ``agent.retrieval.FUSIONS``:
 the model's clues, and the same with the gold evidence as the spans (that
-fusion's ceiling of span writing). Also the embedded index's search latency
+fusion's ceiling of span writing); with ``--copied``, rows whose spans were
+written with every line copied from the meeting (``copied_spans_only``,
+``memorag_copied`` and one per fusion). Also the embedded index's search latency
 against a bare numpy product.
 
     python ops/bench/retrieval.py --meetings 8 --json out.json
@@ -66,6 +68,8 @@ def bm25_top(chunks, question: str, k: int) -> list[str]:
 def quality(args, lm, embedder, index) -> tuple[dict, int]:
     fusions = [f for f in (FUSIONS if args.fusions == "all" else args.fusions.split(",")) if f]
     rows = [*STRATEGIES, *(f"fusion:{f}" for f in fusions), *(f"fusion:{f}:gold_spans" for f in fusions)]
+    if args.copied:
+        rows += ["copied_spans_only", "memorag_copied", *(f"fusion:{f}:copied" for f in fusions)]
     found: dict[str, list[tuple[float, float]]] = {s: [] for s in rows}
     cache = ClueCache(args.clue_cache)
     n = 0
@@ -76,6 +80,7 @@ def quality(args, lm, embedder, index) -> tuple[dict, int]:
         if not asked:
             continue
         written = cache.clues(lm, sample, [q for q, _ in asked], args.beta)
+        copied = cache.copied_spans(lm, sample, [q for q, _ in asked], args.beta) if args.copied else {}
         kb = f"bench-{sample.doc_id}"
         index.drop(kb)
         index.upsert(kb, chunks, embedder.encode([c.text for c in chunks]))
@@ -106,6 +111,11 @@ def quality(args, lm, embedder, index) -> tuple[dict, int]:
                 **{f"fusion:{f}": ids(spans, hints, fusion=f) for f in fusions},
                 **{f"fusion:{f}:gold_spans": ids(quoted, hints, fusion=f) for f in fusions},
             }
+            if args.copied:  # the memory's spans, each line copied verbatim from the meeting
+                lines = copied[q.text]
+                ranked["copied_spans_only"] = ids(lines)
+                ranked["memorag_copied"] = ids(lines, hints, hybrid=HYBRID_RETRIEVAL)
+                ranked.update({f"fusion:{f}:copied": ids(lines, hints, fusion=f) for f in fusions})
             for name, got in ranked.items():
                 found[name].append((recall_at_k(gold, got, args.k), hit_at_k(gold, got, args.k)))
             n += 1
@@ -196,6 +206,9 @@ def main() -> None:
     parser.add_argument("--sweep", default="128,256,512", help="chunk sizes for the question-only sweep")
     parser.add_argument("--sweep-meetings", type=int, default=35)
     parser.add_argument("--fusions", default="", help="also rank with these fusions (comma-separated, or 'all')")
+    parser.add_argument(
+        "--copied", action="store_true", help="also rank with spans copied verbatim from the meeting (copy-constrained)"
+    )
     parser.add_argument("--clue-cache", default=None, help="JSON file keeping written clues between runs")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()

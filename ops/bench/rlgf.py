@@ -115,7 +115,8 @@ def main() -> None:
     results["spans_oracle"] = fixed_span_metrics(corpus, val, lambda e: rlgf.gold_spans(texts[e.doc_id], e))
     adapters.ensure_slot(lm)
     adapters.clear(lm)
-    results["memorag_base"] = rlgf.evaluate(corpus, val, adapter=False, loglik=False, on_progress=say)
+    hints: dict = {}  # the base model's questions and draft per query, written once for every row
+    results["memorag_base"] = rlgf.evaluate(corpus, val, adapter=False, loglik=False, hints=hints, on_progress=say)
     print(results, flush=True)
 
     sft = [(e, rlgf.evidence_text(texts[e.doc_id], e)) for e in train]
@@ -124,7 +125,7 @@ def main() -> None:
     sft_run = rlgf.train(corpus, [], rlgf.TrainConfig(steps=0, sft_steps=args.sft_steps, **train_cfg), sft=sft,
                          on_progress=say)  # fmt: skip
     adapters.mark(lm, "sft")
-    results["memorag_sft"] = rlgf.evaluate(corpus, val, adapter=True, loglik=False, on_progress=say)
+    results["memorag_sft"] = rlgf.evaluate(corpus, val, adapter=True, loglik=False, hints=hints, on_progress=say)
     print(results, flush=True)
 
     # Preference data sampled from the current clue writer (the warm-started one).
@@ -137,11 +138,11 @@ def main() -> None:
     print(f"{stats.pairs} pairs from {stats.examples} queries, {stats.candidates} candidates ({stats.seconds:.0f} s)")
     dpo_run = rlgf.train(corpus, pairs, rlgf.TrainConfig(steps=args.dpo_steps, **train_cfg), on_progress=say)
     adapters.mark(lm, "dpo")
-    results["memorag_dpo"] = rlgf.evaluate(corpus, val, adapter=True, loglik=False, on_progress=say)
+    results["memorag_dpo"] = rlgf.evaluate(corpus, val, adapter=True, loglik=False, hints=hints, on_progress=say)
     rlgf_run = rlgf.train(corpus, pairs, rlgf.TrainConfig(steps=args.dpo_steps, sft_steps=args.sft_steps, **train_cfg),
                           sft=sft, on_progress=say)  # fmt: skip
     adapters.mark(lm, "rlgf")
-    results["memorag_rlgf"] = rlgf.evaluate(corpus, val, adapter=True, loglik=False, on_progress=say)
+    results["memorag_rlgf"] = rlgf.evaluate(corpus, val, adapter=True, loglik=False, hints=hints, on_progress=say)
     train_minutes = (time.monotonic() - started) / 60
 
     k = args.k
