@@ -159,3 +159,17 @@ def test_sampled_candidates_differ_from_each_other_and_repeat_for_a_seed(corpus)
     assert rlgf.sample_candidates(corpus, example, 3, temperature=1.0, seed=5, max_tokens=12) == sampled
     greedy = rlgf.sample_candidates(corpus, example, 2, temperature=0.0, seed=5, max_tokens=12)
     assert greedy[0] == greedy[1]
+
+
+def test_writers_compared_on_the_same_queries_share_the_base_models_other_clues(corpus, monkeypatch):
+    """The gate compares two span writers; the sub-questions and draft come from the base model
+    either way, so they are written once per query and both writers retrieve with the same ones."""
+    examples = _examples(corpus)[:2]
+    alone = rlgf.evaluate(corpus, examples, adapter=False, loglik=False)
+    written = []
+    real = rlgf.programs.write_hints
+    monkeypatch.setattr(rlgf.programs, "write_hints", lambda *a, **kw: written.append(a[1]) or real(*a, **kw))
+    hints: dict = {}
+    assert rlgf.evaluate(corpus, examples, adapter=False, loglik=False, hints=hints) == alone
+    rlgf.evaluate(corpus, examples, adapter=True, loglik=False, hints=hints)
+    assert written == [e.question for e in examples] and set(hints) == set(examples)

@@ -42,8 +42,9 @@ class CopySource:
             ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
             tokens += [_GAP if t in self.breaks else t for t in ids] + [_GAP]
         self.tokens = tokens
-        pieces = tokenizer.convert_ids_to_tokens([t for t in set(tokens) if t != _GAP])
-        word_start = {t for t, p in zip((t for t in set(tokens) if t != _GAP), pieces, strict=True) if _starts_word(p)}
+        vocab = sorted({t for t in tokens if t != _GAP})
+        word_start = {t for t, piece in zip(vocab, tokenizer.convert_ids_to_tokens(vocab), strict=True)
+                      if _starts_word(piece)}  # fmt: skip
         self.after: dict[int, list[int]] = defaultdict(list)  # token -> positions right after each occurrence
         starts: set[int] = set()
         for i, t in enumerate(tokens):
@@ -53,9 +54,6 @@ class CopySource:
             if t in word_start or i == 0 or tokens[i - 1] == _GAP:
                 starts.add(t)
         self.starts = sorted(starts)  # a span may begin with any token that begins a word
-
-    def __len__(self) -> int:
-        return sum(t != _GAP for t in self.tokens)
 
     def follow(self, live: list[int] | None, token: int, used: set[int] = frozenset()) -> list[int]:
         """Positions after the current span extended by ``token`` (``live`` None: a new span).
@@ -113,9 +111,6 @@ class CopyConstraint:
             mask[:, self.stops] = 0.0  # between spans: another span, or done
         elif self.length >= self.source.min_span:
             mask[:, [self.source.line_break, *self.stops]] = 0.0
-        masked = scores + mask
-        if not allowed or torch.isinf(masked[:, allowed]).all():
-            # nothing left to copy (or every copy was blocked by the repetition guard): end the span
-            masked = torch.full_like(scores, float("-inf"))
-            masked[:, self.source.line_break] = 0.0
-        return masked
+        if not allowed and self.live is not None:  # nothing left to copy: end the span
+            mask[:, self.source.line_break] = 0.0
+        return scores + mask
