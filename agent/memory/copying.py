@@ -5,6 +5,8 @@ invented span retrieves whatever it happens to resemble. Restricting each
 line to continue some run of the source's tokens (a line break ends a span
 and the next may start at any word) turns span writing into choosing where
 in the document to copy from, which retrieval can then find exactly.
+Nothing uses it by default: the 135M default model chooses poorly where
+to copy on QMSum (docs/benchmarks.md, "Spans copied verbatim").
 """
 
 from __future__ import annotations
