@@ -398,8 +398,7 @@ def evaluate(corpus: Corpus, examples: Sequence[Example], *, adapter: bool, logl
             found = retrieve_with(corpus, example, spans)
         else:
             if example not in hints:
-                questions, draft = programs.write_hints(backend, example.question)
-                hints[example] = programs.Clues([], questions, draft).hints()
+                hints[example] = programs.Clues([], *programs.write_hints(backend, example.question)).hints()
             found = retrieve_with(corpus, example, spans, hints[example])
         gold = gold_chunk_ids(corpus.chunks(example.doc_id), list(example.evidence))
         if gold:

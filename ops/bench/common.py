@@ -122,9 +122,7 @@ class ClueCache:
         def write(q) -> dict:
             nonlocal source
             source = source or CopySource(lm.tokenizer, [sample.text])
-            backend = self._memory_backend(lm, sample, beta).with_copying(source)
-            state = programs.execute(programs.recall_spans, backend, question=q.text)
-            return {"spans": programs.clean_lines(state["clues"], q.text)}
+            return {"spans": programs.write_spans(self._memory_backend(lm, sample, beta), q.text, copy_from=source)}
 
         keyed = [(q, self._key(lm, sample, q, beta) + f"|copied:{MIN_SPAN}-{MAX_SPAN}") for q in questions]
         return {text: entry["spans"] for text, entry in self._fill(keyed, write).items()}
