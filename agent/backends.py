@@ -14,11 +14,12 @@ from collections.abc import Iterator
 
 import requests
 from sglang.lang.backend.base_backend import BaseBackend
-from sglang.lang.chat_template import ChatTemplate, get_chat_template, get_chat_template_by_model_path
+from sglang.lang.chat_template import get_chat_template, get_chat_template_by_model_path
 from sglang.lang.choices import ChoicesDecision, ChoicesSamplingMethod, token_length_normalized
 from sglang.lang.ir import SglSamplingParams
 
 from agent import adapters
+from agent.chat import chat_template
 from agent.memory.copying import CopySource
 from agent.memory.decoding import SamplingParams, stream_generate, token_logprobs
 from agent.memory.types import GlobalMemory
@@ -28,47 +29,6 @@ from agent.settings import Settings, get_settings
 
 class GeneratorUnavailable(RuntimeError):
     """A remote generator failed; the message names the URL and what happened."""
-
-
-# chat template --------------------------------------------------------------
-def chat_template_from_tokenizer(tokenizer, name: str) -> ChatTemplate:
-    """Derive SGLang role prefixes/suffixes from the tokenizer's own Jinja template.
-
-    Rendering probe conversations and cutting them at sentinel contents gives
-    exactly the strings the template wraps each role in, so ``sgl.user`` and
-    ``sgl.assistant`` produce the same text as ``apply_chat_template``.
-    """
-    a, b, c = "\x01SYS\x01", "\x01USR\x01", "\x01AST\x01"
-
-    def render(messages, gen=False) -> str:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
-
-    sys_only = render([{"role": "system", "content": a}])
-    sys_user = render([{"role": "system", "content": a}, {"role": "user", "content": b}])
-    sys_user_gen = render([{"role": "system", "content": a}, {"role": "user", "content": b}], gen=True)
-    full = render(
-        [{"role": "system", "content": a}, {"role": "user", "content": b}, {"role": "assistant", "content": c}]
-    )
-    sys_prefix, sys_suffix = sys_only.split(a)
-    user_prefix, user_suffix = sys_user[len(sys_only) :].split(b)
-    assistant_prefix = sys_user_gen[len(sys_user) :]
-    assistant_suffix = full.split(c)[1]
-    default_system = None
-    user_alone = render([{"role": "user", "content": b}])
-    injected = user_alone.split(b)[0][: -len(user_prefix) or None]
-    if injected.startswith(sys_prefix) and injected.endswith(sys_suffix) and injected != sys_prefix + sys_suffix:
-        default_system = injected[len(sys_prefix) : len(injected) - len(sys_suffix)]
-    stops = [s for s in (assistant_suffix.strip(),) if s]
-    return ChatTemplate(
-        name=f"hf:{name}",
-        default_system_prompt=default_system,
-        role_prefix_and_suffix={
-            "system": (sys_prefix, sys_suffix),
-            "user": (user_prefix, user_suffix),
-            "assistant": (assistant_prefix, assistant_suffix),
-        },
-        stop_str=stops,
-    )
 
 
 # in-process -----------------------------------------------------------------
@@ -111,7 +71,7 @@ class LocalBackend(BaseBackend):
         self.seed = seed  # sampled generations are reproducible: call i uses seed + i
         self.copy_from = copy_from  # every generated line copies a run of this source
         self._calls = 0
-        self.chat_template = chat_template_from_tokenizer(lm.tokenizer, lm.name)
+        self.chat_template = chat_template(lm.tokenizer, lm.name)
         self.is_chat_model = False
         self._lock = _lock_for(lm)
 

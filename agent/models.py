@@ -30,6 +30,17 @@ class ModelUnavailable(RuntimeError):
     """The requested model cannot be found or loaded (message says how to fix it)."""
 
 
+class UnsupportedModel(ModelUnavailable):
+    """The model loads, but the memory engine cannot compress its KV space (message names why)."""
+
+
+# Rotary angles linear in position: a key can be moved by rotating it again. "dynamic" and
+# "longrope" change their frequencies with the sequence length, so a stored key's angle
+# would depend on how long the text was when it was computed.
+POSITION_LINEAR_ROPE = ("default", "linear", "llama3", "yarn")
+ATTENTION_LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     model: torch.nn.Module
@@ -51,6 +62,39 @@ class LoadedModel:
     @property
     def max_positions(self) -> int:
         return int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+
+def check_supported(model: torch.nn.Module) -> None:
+    """Refuse, in one line naming the architecture, a model whose KV space cannot be a memory.
+
+    Memories are KV pairs re-rotated to new positions, so the model must
+    encode position with RoPE in every layer (no learned positions as in
+    GPT-2, no ALiBi, no state-space or linear-attention layers), with
+    angles linear in position. Works on a meta-device model (no weights).
+    """
+    config = model.config
+    arch = f"{config.model_type} ({type(model).__name__})"
+    layer_types = getattr(config, "layer_types", None) or []
+    odd = sorted({t for t in layer_types if t not in ATTENTION_LAYER_TYPES})
+    if odd:
+        raise UnsupportedModel(f"{arch} has {', '.join(odd)} layers: memories need attention with RoPE in every layer")
+    if getattr(config, "alibi", False) or getattr(model.base_model, "rotary_emb", None) is None:
+        raise UnsupportedModel(
+            f"{arch} does not use rotary position embeddings (RoPE): memories re-rotate RoPE keys, "
+            "so the memory model must be a RoPE model (Llama, Qwen, Mistral, Gemma, Phi, ...)"
+        )
+    rope = getattr(config, "rope_parameters", None) or {}
+    kinds = (
+        {rope.get("rope_type", "default")}
+        if "rope_type" in rope or not rope
+        else {p.get("rope_type", "default") for p in rope.values() if isinstance(p, dict)}
+    )
+    bad = sorted(kinds - set(POSITION_LINEAR_ROPE))
+    if bad:
+        raise UnsupportedModel(
+            f"{arch} uses rope type {', '.join(bad)}, whose angles change with the text's length; "
+            f"memories need one of {', '.join(POSITION_LINEAR_ROPE)}"
+        )
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -214,10 +258,10 @@ def load_model(
     settings: Settings | None = None,
 ) -> LoadedModel:
     """Load once per process; later calls with the same arguments share it."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from agent.memory.capture import ATTENTION_NAME, register_capture_attention
+    from agent.memory.capture import attention_for, register_capture_attention
 
     settings = settings or get_settings()
     spec = spec or settings.model
@@ -230,7 +274,12 @@ def load_model(
         path = resolve_model_dir(spec, settings)
         register_capture_attention()
         hf_logging.disable_progress_bar()
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, attn_implementation=ATTENTION_NAME)
+        config = AutoConfig.from_pretrained(path)
+        with torch.device("meta"):  # the architecture is judged before any weight is read
+            skeleton = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+        check_supported(skeleton)
+        attention = attention_for(skeleton)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, attn_implementation=attention)
         model.to(target).eval()
         model.requires_grad_(False)
         tokenizer = AutoTokenizer.from_pretrained(path)

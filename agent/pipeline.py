@@ -170,9 +170,3 @@ def answer(
     lap("answer")
     return Answer(text.strip(), task, clues, evidence, timings, docs, rebuilt, adapters.loaded_version(lm))
 
-
-def chat_prompt(lm: LoadedModel, user: str) -> list[int]:
-    """Token ids of one user turn in the model's own chat template, ready for the reply."""
-    return lm.tokenizer.apply_chat_template(
-        [{"role": "user", "content": user}], add_generation_prompt=True, tokenize=True, return_dict=False
-    )

@@ -30,11 +30,11 @@ from safetensors.torch import load_file, save_file
 
 from agent import adapters, programs
 from agent.backends import LocalBackend
+from agent.chat import chat_prompt, end_of_turn_ids
 from agent.memory.decoding import logprobs_tensor, token_logprobs
 from agent.memory.types import GlobalMemory
 from agent.metrics import gold_chunk_ids, hit_at_k, recall_at_k
 from agent.models import LoadedModel
-from agent.pipeline import chat_prompt
 from agent.retrieval import DEFAULT_FUSION, Embedder, Evidence, retrieve
 from store.vectors import Chunk, VectorIndex
 
@@ -114,14 +114,13 @@ class Candidate:
 
 def spans_prompt(lm: LoadedModel, question: str) -> list[int]:
     """The ``recall_spans`` program's prompt, as the adapter sees it after the memory."""
-    return chat_prompt(lm, programs.PROMPTS["recall_spans"].format(question=question))
+    return chat_prompt(lm.tokenizer, programs.PROMPTS["recall_spans"].format(question=question))
 
 
 def completion_ids(lm: LoadedModel, text: str) -> list[int]:
     """A reply's tokens followed by the end-of-turn token, so the model also learns where to stop."""
     ids = lm.tokenizer(text.strip(), add_special_tokens=False)["input_ids"]
-    end = lm.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    return [*ids, end] if isinstance(end, int) and end >= 0 and end != lm.tokenizer.unk_token_id else ids
+    return [*ids, *end_of_turn_ids(lm.tokenizer)]
 
 
 def retrieve_with(
@@ -136,7 +135,7 @@ def answer_loglik(corpus: Corpus, example: Example, evidence: Sequence[Evidence]
     """Mean log-probability per token of the gold answer, given the evidence, under the generator."""
     lm = corpus.lm
     passages = programs.format_evidence([e.chunk.text for e in evidence])
-    prompt = chat_prompt(lm, programs.PROMPTS["answer"].format(question=example.question, evidence=passages))
+    prompt = chat_prompt(lm.tokenizer, programs.PROMPTS["answer"].format(question=example.question, evidence=passages))
     target = completion_ids(lm, example.answer)[:96]
     with adapters.active(lm, False):
         scores = token_logprobs(lm, None, prompt, target)

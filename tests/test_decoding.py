@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from agent.chat import chat_prompt
 from agent.memory.decoding import SamplingParams, continuation_logprob, generate, stream_generate
 from agent.memory.errors import IncompatibleMemory
 from agent.memory.formation import form_memory, tokenize_document
-from agent.pipeline import chat_prompt
 from tests.conftest import essays_text
 
 FACT = "The access code for the north archive is 4721."
@@ -23,7 +23,7 @@ def planted_memory(real_lm):
 
 
 def test_stop_strings_and_token_budget_hold(real_lm):
-    prompt = chat_prompt(real_lm, "What is the capital of France?")
+    prompt = chat_prompt(real_lm.tokenizer, "What is the capital of France?")
     full = generate(real_lm, None, prompt, SamplingParams(max_new_tokens=40))
     assert "Paris" in full
     text = generate(real_lm, None, prompt, SamplingParams(max_new_tokens=40, stop=["Paris", "paris"]))
@@ -33,13 +33,13 @@ def test_stop_strings_and_token_budget_hold(real_lm):
 
 
 def test_sampling_is_reproducible_with_a_seed(real_lm):
-    prompt = chat_prompt(real_lm, "Write one sentence about the sea.")
+    prompt = chat_prompt(real_lm.tokenizer, "Write one sentence about the sea.")
     params = SamplingParams(max_new_tokens=20, temperature=0.9, top_p=0.9, seed=7)
     assert generate(real_lm, None, prompt, params) == generate(real_lm, None, prompt, params)
 
 
 def test_streamed_pieces_add_up_to_the_text(real_lm):
-    prompt = chat_prompt(real_lm, "Name three colours.")
+    prompt = chat_prompt(real_lm.tokenizer, "Name three colours.")
     pieces = list(stream_generate(real_lm, None, prompt, SamplingParams(max_new_tokens=16)))
     assert "".join(pieces) == generate(real_lm, None, prompt, SamplingParams(max_new_tokens=16))
     assert len(pieces) > 1
@@ -58,7 +58,7 @@ def test_continuation_logprob_matches_a_manual_forward(real_lm):
 
 
 def test_memory_raises_the_planted_answer_likelihood(real_lm, planted_memory):
-    prompt = chat_prompt(real_lm, "What is the access code for the north archive?")
+    prompt = chat_prompt(real_lm.tokenizer, "What is the access code for the north archive?")
     answer = real_lm.tokenizer(" 4721", add_special_tokens=False)["input_ids"]
     with_memory = continuation_logprob(real_lm, planted_memory, prompt, answer)
     without = continuation_logprob(real_lm, None, prompt, answer)

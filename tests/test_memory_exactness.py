@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from agent.memory.formation import form_memory, tokenize_document
-from agent.memory.rope import rerotate_keys
+from agent.memory.rope import key_rotation
 from tests.conftest import essays_text
 
 
@@ -36,8 +36,8 @@ def test_rerotated_keys_equal_keys_computed_at_new_positions(real_lm):
     ids = torch.tensor(tokenize_document(real_lm, essays_text(400))[:24])
     at_old = _layer_keys(real_lm, ids, torch.arange(300, 324))
     at_new = _layer_keys(real_lm, ids, torch.arange(5, 29))
-    rotary = real_lm.model.base_model.rotary_emb
-    for old, new in zip(at_old, at_new, strict=True):
+    rotation = key_rotation(real_lm.model)
+    for layer, (old, new) in enumerate(zip(at_old, at_new, strict=True)):
         delta = torch.full(old.shape[:2], -295)
-        moved = rerotate_keys(old[None], delta, rotary)[0]
+        moved = rotation.rerotate(old[None], delta, layer)[0]
         torch.testing.assert_close(moved, new, rtol=1e-4, atol=1e-4)

@@ -6,11 +6,11 @@ from dataclasses import replace
 
 import torch
 
+from agent.chat import chat_prompt
 from agent.datasets import NEEDLES, load_needle
 from agent.memory.decoding import token_logprobs
 from agent.memory.formation import form_memory, tokenize_document
 from agent.memory.reading import memory_cache, read_scale
-from agent.pipeline import chat_prompt
 from agent.programs import PROMPTS
 from tests.conftest import SHARED_DATA, essays_text
 
@@ -72,7 +72,7 @@ def test_facts_far_back_in_a_long_memory_are_read_when_spread(real_lm):
         ranks = []
         for needle in NEEDLES[:4]:
             lead = needle.statement[: needle.statement.index(needle.answer)].rstrip()
-            question = chat_prompt(lm, PROMPTS["draft_answer"].format(question=needle.question))
+            question = chat_prompt(lm.tokenizer, PROMPTS["draft_answer"].format(question=needle.question))
             prompt = question + lm.tokenizer(lead)["input_ids"]
             scores = []
             for candidate in (needle.answer, *needle.distractors):

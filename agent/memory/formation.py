@@ -16,7 +16,7 @@ import torch
 
 from agent.memory.capture import capture_queries
 from agent.memory.prefix_attention import reading_over_memory
-from agent.memory.rope import rerotate_keys
+from agent.memory.rope import key_rotation
 from agent.memory.scorers import Scorer, get_scorer
 from agent.memory.types import GlobalMemory, MemoryMeta
 from agent.models import LoadedModel
@@ -78,7 +78,7 @@ def form_memory(
     score = get_scorer(scorer) if isinstance(scorer, str) else scorer
     model, device = lm.model, lm.device
     config = model.config
-    rotary = model.base_model.rotary_emb
+    rotation = key_rotation(model)
     cache = _empty_cache()
     layers = config.num_hidden_layers
     kept: list[list[torch.Tensor]] = [[] for _ in range(layers)]
@@ -97,8 +97,9 @@ def form_memory(
             surprisal = token_surprisal(model, hidden, chunk, last_hidden)
             last_hidden = hidden[-1:]
         if beta == 1:
+            every = torch.arange(start, start + width, device=device)
             for layer in range(layers):
-                kept[layer].append(torch.arange(start, start + width, device=device).expand(_kv_heads(config), -1))
+                kept[layer].append(every.expand(cache.layers[layer].keys.shape[1], -1))
             memory_len += width
         else:
             budget = math.ceil(width / beta)
@@ -112,7 +113,7 @@ def form_memory(
                 new_k = slot.keys[:, :, memory_len:].gather(2, gather)
                 new_v = slot.values[:, :, memory_len:].gather(2, gather)
                 delta = torch.arange(budget, device=device)[None, :] - top
-                new_k = rerotate_keys(new_k, delta, rotary)
+                new_k = rotation.rerotate(new_k, delta, layer)
                 slot.keys = torch.cat([slot.keys[:, :, :memory_len], new_k], dim=2)
                 slot.values = torch.cat([slot.values[:, :, :memory_len], new_v], dim=2)
                 kept[layer].append(top + start)
@@ -133,7 +134,7 @@ def form_memory(
         doc_tokens=total,
         memory_tokens=memory_len,
         num_layers=layers,
-        kv_heads=_kv_heads(config),
+        kv_heads=keys[0].shape[0],  # from the cache: configs name KV heads in more ways than one
         head_dim=keys[0].shape[-1],
         dtype=str(keys[0].dtype).removeprefix("torch."),
     )
@@ -161,10 +162,6 @@ def token_surprisal(
     if previous is None:
         surprisal = torch.cat([surprisal.new_zeros(1), surprisal])
     return surprisal
-
-
-def _kv_heads(config) -> int:
-    return getattr(config, "num_key_value_heads", None) or config.num_attention_heads
 
 
 def _empty_cache():

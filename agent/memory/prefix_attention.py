@@ -41,7 +41,7 @@ def split_attention(module, query, key, value, attention_mask, scaling=None, dro
         or dropout
         or kwargs.get("softcap") is not None
         or kwargs.get("position_bias") is not None
-        or (getattr(module.config, "sliding_window", None) or key.shape[2]) < key.shape[2]
+        or (_sliding_window(module, kwargs) or key.shape[2]) < key.shape[2]
     ):
         return None
     from transformers.integrations.sdpa_attention import repeat_kv
@@ -54,3 +54,12 @@ def split_attention(module, query, key, value, attention_mask, scaling=None, dro
     total = torch.logaddexp(own_lse, mem_lse)
     out = own.float() * (own_lse - total).exp()[..., None] + mem.float() * (mem_lse - total).exp()[..., None]
     return out.to(query.dtype).transpose(1, 2).contiguous(), None
+
+
+def _sliding_window(module, kwargs: dict) -> int | None:
+    """The layer's attention window: passed to attention, set per layer (Gemma, Qwen) or in the config."""
+    if "sliding_window" in kwargs:
+        return kwargs["sliding_window"]
+    if hasattr(module, "sliding_window"):
+        return module.sliding_window
+    return getattr(module.config, "sliding_window", None)

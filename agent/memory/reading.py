@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from agent.memory.rope import rerotate_keys
+from agent.memory.rope import key_rotation
 from agent.memory.types import GlobalMemory
 from agent.models import LoadedModel
 
@@ -32,7 +32,7 @@ def memory_cache(lm: LoadedModel, memory: GlobalMemory):
         return cache, length
     at = torch.arange(length, dtype=torch.float32, device=lm.device)
     delta = (at * scale - at).expand(memory.meta.kv_heads, -1)
-    rotary = lm.model.base_model.rotary_emb
-    for layer in cache.layers:
-        layer.keys = rerotate_keys(layer.keys, delta, rotary)
+    rotation = key_rotation(lm.model)
+    for i, layer in enumerate(cache.layers):
+        layer.keys = rotation.rerotate(layer.keys, delta, i)
     return cache, lm.read_span

@@ -19,11 +19,12 @@ import common  # noqa: F401  (puts the project on sys.path)
 import torch
 from common import FACTS, BenchRedis, essay_tokens, plant, print_table, write_json
 
+from agent.chat import chat_prompt
 from agent.memory.decoding import continuation_logprob
 from agent.memory.formation import form_memory, peak_positions, required_beta
 from agent.memory.types import GlobalMemory
 from agent.models import load_model, resolve_dtype
-from agent.pipeline import chat_prompt, save_memory
+from agent.pipeline import save_memory
 from agent.settings import get_settings
 from store.memories import MemoryStore
 
@@ -98,7 +99,7 @@ def fidelity(lm, tokens: int, betas, window, scorer, storage, n_facts: int) -> d
     """Mean answer NLL given memory + question, against full context and none."""
     facts = FACTS[:n_facts]
     ids = plant(lm.tokenizer, essay_tokens(lm.tokenizer, tokens), facts)
-    prompts = [chat_prompt(lm, f.question) for f in facts]
+    prompts = [chat_prompt(lm.tokenizer, f.question) for f in facts]
     answers = [lm.tokenizer(" " + f.answer, add_special_tokens=False)["input_ids"] for f in facts]
 
     def mean_nll(memory, reader=lm) -> float:

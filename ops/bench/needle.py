@@ -22,10 +22,10 @@ from common import FACTS, essay_tokens, plant, print_table, write_json
 
 from agent import programs
 from agent.backends import LocalBackend
+from agent.chat import chat_prompt
 from agent.memory.decoding import SamplingParams, generate, token_logprobs
 from agent.memory.formation import form_memory, peak_positions
 from agent.models import load_model, resolve_dtype
-from agent.pipeline import chat_prompt
 from agent.settings import get_settings
 
 
@@ -54,7 +54,7 @@ def evaluate(lm, memory, facts, max_tokens: int) -> dict:
         if out.error():
             raise out.error()
         hits += fact.answer.lower() in out["answer"].lower()
-        prompt = chat_prompt(lm, programs.PROMPTS["draft_answer"].format(question=fact.question))
+        prompt = chat_prompt(lm.tokenizer, programs.PROMPTS["draft_answer"].format(question=fact.question))
         ranks.append(answer_rank(lm, memory, prompt, fact))
         lead = fact.statement[: fact.statement.index(fact.answer)]
         cloze = prompt + lm.tokenizer(lead.rstrip(), add_special_tokens=False)["input_ids"]
