@@ -552,10 +552,11 @@ def remove(ident: str) -> None:
     show_default=True,
     help="qa: memory alone; memorag: memory clues -> retrieval -> answer; summarize: key points -> summary.",
 )
-@click.option("--wait", is_flag=True, help="Wait for the answer and print it with its evidence.")
+@click.option("--wait", is_flag=True, help="Wait for the answer and print it with its citation and evidence.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with --wait: the whole answer record).")
+@click.option("--show-clues", is_flag=True, help="With --wait: also print the clues the memories wrote.")
 @click.option("--timeout", type=float, default=900, show_default=True, help="Seconds --wait waits.")
-def ask(kb_name: str, question: str, task: str, wait: bool, as_json: bool, timeout: float) -> None:
+def ask(kb_name: str, question: str, task: str, wait: bool, as_json: bool, show_clues: bool, timeout: float) -> None:
     """Ask QUESTION about the knowledge base KB; prints the query id at once."""
     import json
 
@@ -594,7 +595,7 @@ def ask(kb_name: str, question: str, task: str, wait: bool, as_json: bool, timeo
                     f"{public} is still running after {timeout:.0f} s; see 'python manage.py result {public}'"
                 )
             time.sleep(0.2)
-    _print_result(query.id, as_json)
+    _print_result(query.id, as_json, show_clues=show_clues)
 
 
 def _query_status(query_id: int) -> str:
@@ -604,7 +605,7 @@ def _query_status(query_id: int) -> str:
         return s.get(db.Query, query_id).status
 
 
-def _print_result(query_id: int, as_json: bool) -> None:
+def _print_result(query_id: int, as_json: bool, *, show_clues: bool = False) -> None:
     import json
 
     from sqlmodel import select
@@ -624,14 +625,21 @@ def _print_result(query_id: int, as_json: bool) -> None:
         raise Failure(f"{query.public_id} is {query.status}" + (f": {query.error}" if query.error else ""))
     else:
         click.echo(row.text or "(empty answer)")
+        cited = row.citation
+        if cited and row.supported:
+            quote = " ".join(cited["quote"].split())
+            click.echo(f"  source: \"{quote}\" ({cited['chunk_id']} {cited.get('document', '')}, "
+                       f"chars {cited['char_start']}-{cited['char_end']})")  # fmt: skip
+        elif row.supported is False and row.reason:
+            click.echo(f"  not shown as an answer: {row.reason}")
         for e in row.evidence:
             snippet = " ".join(e["text"].split())[:200]
             click.echo(f"  evidence {e['doc_id']} {e['document']} #{e['ordinal']} "
                        f"(chars {e['char_start']}-{e['char_end']}): {snippet}")  # fmt: skip
-        for clue in row.clues:
+        for clue in row.clues if show_clues else []:
             click.echo(f"  clue: {clue}")
         stages = ", ".join(f"{k} {v:.2f}s" for k, v in row.timings.items())
-        click.echo(f"  ({query.task}; {stages}; model {row.model} {row.model_fingerprint}"
+        click.echo(f"  ({query.task}, {row.reader or 'generate'}; {stages}; model {row.model} {row.model_fingerprint}"
                    f"{'; adapter ' + row.adapter_version if row.adapter_version else ''})")  # fmt: skip
     if query.status == db.Status.failed:
         raise Failure(f"{query.public_id} failed: {query.error}")
@@ -664,10 +672,10 @@ def status(ident: str) -> None:
 @cli.command()
 @click.argument("ident", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="The whole answer record as JSON.")
-def result(ident: str, as_json: bool) -> None:
-    """The answer to query ID with its evidence, clues and timings."""
-
-    _print_result(_existing_query(ident), as_json)
+@click.option("--show-clues", is_flag=True, help="Also print the clues the memories wrote.")
+def result(ident: str, as_json: bool, show_clues: bool) -> None:
+    """The answer to query ID with its citation, evidence and timings."""
+    _print_result(_existing_query(ident), as_json, show_clues=show_clues)
 
 
 class FeedbackGroup(FriendlyGroup):
@@ -857,11 +865,16 @@ def adapters_rollback() -> None:
               show_default=True,
               help="How rag and memorag lay the passages out for the generator: in document order, or by "
                    "retrieval score with the best nearest the question (best-last) or first.")  # fmt: skip
+@click.option("--readers", default="none", show_default=True,
+              help="Comma-separated: how rag and memorag answer from their evidence. none: the generator's "
+                   "answer, unchecked; auto, extract, generate: the grounded reader (rows 'rag/auto').")  # fmt: skip
+@click.option("--unanswerable", is_flag=True,
+              help="Ask each document's questions of the next document, where the answer is not.")  # fmt: skip
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the table, settings and every answer here.")  # fmt: skip
 def eval_(path: Path, fmt: str, modes: str, limit: int | None, questions: int | None, beta: int | None,
-          k: int | None, answer_tokens: int | None, fusion: str | None, evidence_order: str,
-          json_out: Path | None) -> None:  # fmt: skip
+          k: int | None, answer_tokens: int | None, fusion: str | None, evidence_order: str, readers: str,
+          unanswerable: bool, json_out: Path | None) -> None:  # fmt: skip
     """Answer a dataset's questions in every mode and compare F1, EM, ROUGE-L, evidence recall and latency.
 
     All modes share the documents, chunker, embedder, generator and k. Memories
@@ -882,6 +895,7 @@ def eval_(path: Path, fmt: str, modes: str, limit: int | None, questions: int | 
         k=k or settings.top_k, beta=beta or settings.beta, questions=questions,
         answer_tokens=answer_tokens or ANSWER_TOKENS[fmt], short_answers=SHORT_ANSWERS[fmt],
         fusion=fusion or DEFAULT_FUSION, evidence_order=evidence_order,
+        readers=tuple(r.strip() for r in readers.split(",") if r.strip()), unanswerable=unanswerable,
     )  # fmt: skip
     samples = load_samples(fmt, path, limit)
     stores = _Stores()
@@ -908,14 +922,15 @@ def _print_report(report) -> None:
     summary = report.modes()
     n = report.to_json()["n"]
     table = Table(title=f"{report.dataset}: {n} questions, {report.model}, beta {report.config.beta}, k {k}")
-    columns = ["n", "f1", "em", "rougeL", f"recall@{k}", f"hit@{k}", "answer_in_evidence", "latency_s"]
+    columns = ["n", "f1", "em", "rougeL", f"recall@{k}", f"hit@{k}", "answer_in_evidence", "answer_recall",
+               "supported", "citation_hit", "unsupported_shown", "latency_s"]  # fmt: skip
     table.add_column("mode")
     for column in columns:
         table.add_column(column, justify="right")
     for mode, row in summary.items():
         cells = [row[c] for c in columns]
         table.add_row(mode, *("-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v) for v in cells))
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
     memory = report.memory
     click.echo(f"memories: {memory['built']} built in {memory['build_s']:.1f} s, {memory['cached']} from cache")
 

@@ -19,15 +19,25 @@ import json
 import statistics
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from agent import programs
+from agent import programs, reader
 from agent.backends import LocalBackend, generator_backend
 from agent.datasets import Sample, load_leval, load_longbench, load_needle, load_qmsum
 from agent.memory.errors import MemoryProblem
 from agent.memory.types import GlobalMemory
-from agent.metrics import answer_in, best_of, exact_match, gold_chunk_ids, hit_at_k, recall_at_k, rouge_l, token_f1
+from agent.metrics import (
+    answer_in,
+    answer_recall,
+    best_of,
+    exact_match,
+    gold_chunk_ids,
+    hit_at_k,
+    recall_at_k,
+    rouge_l,
+    token_f1,
+)
 from agent.models import LoadedModel
 from agent.pipeline import memorize, rehydrate, save_memory
 from agent.retrieval import (
@@ -78,6 +88,10 @@ class EvalConfig:
     full_tokens: int | None = None  # document budget of `full`; None: the generator's window less the prompt
     fusion: str = DEFAULT_FUSION  # how memorag fuses question and clues (agent.retrieval.FUSIONS)
     evidence_order: str = "document"  # how rag and memorag lay passages out for the generator
+    # How rag and memorag answer from their evidence: "none" is the generator's answer as written (unchecked);
+    # auto, extract, generate are agent.reader's paths. Each reader is a row ("memorag/auto") on the same evidence.
+    readers: tuple[str, ...] = ("none",)
+    unanswerable: bool = False  # ask each document's questions of the next document: the answer is not there
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.modes if m not in MODES]
@@ -86,6 +100,10 @@ class EvalConfig:
         if self.fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {self.fusion!r}; choose from {', '.join(FUSIONS)}")
         order_evidence([], self.evidence_order)  # refuses an unknown order before any work starts
+        unknown = [r for r in self.readers if r not in ("none", *reader.READERS)]
+        if unknown or not self.readers:
+            raise ValueError(f"unknown reader(s) {', '.join(unknown) or '(none)'}; choose from none, "
+                             f"{', '.join(reader.READERS)}")  # fmt: skip
 
 
 @dataclass
@@ -106,6 +124,12 @@ class Outcome:
     latency_s: float
     stages: dict[str, float] = field(default_factory=dict)
     retrieved: list[str] = field(default_factory=list)
+    answer_recall: float = 0.0  # share of a gold answer's words the answer contains
+    reader: str = "none"
+    path: str | None = None  # the reader's path (extract, generate), None for an unchecked answer
+    supported: float | None = None  # 1 answered, 0 declined (None: the mode never declines)
+    citation_hit: float | None = None  # the cited sentence holds a gold answer (short answers, cited only)
+    unsupported_shown: float | None = None  # shown as an answer while naming what the evidence lacks
 
 
 @dataclass
@@ -119,10 +143,8 @@ class Report:
     def modes(self) -> dict[str, dict]:
         k = self.config.k
         table = {}
-        for mode in self.config.modes:
+        for mode in dict.fromkeys(o.mode for o in self.outcomes):
             rows = [o for o in self.outcomes if o.mode == mode]
-            if not rows:
-                continue
             recalls = [o.recall for o in rows if o.recall is not None]
             hits = [o.hit for o in rows if o.hit is not None]
             found = [o.answer_found for o in rows if o.answer_found is not None]
@@ -135,6 +157,12 @@ class Report:
                 f"recall@{k}": statistics.fmean(recalls) if recalls else None,
                 f"hit@{k}": statistics.fmean(hits) if hits else None,
                 "answer_in_evidence": statistics.fmean(found) if found else None,
+                "answer_recall": statistics.fmean(o.answer_recall for o in rows),
+                **{
+                    name: statistics.fmean(values) if values else None
+                    for name in ("supported", "citation_hit", "unsupported_shown")
+                    for values in [[getattr(o, name) for o in rows if getattr(o, name) is not None]]
+                },
                 "latency_s": statistics.fmean(o.latency_s for o in rows),
                 "stages_s": {s: statistics.fmean(o.stages.get(s, 0.0) for o in rows) for s in sorted(stages)},
             }
@@ -211,7 +239,10 @@ class Harness:
         return truncate_middle(self.lm.tokenizer, text, budget)
 
     # modes -----------------------------------------------------------------
-    def ask(self, mode: str, sample: Sample, question, kb: str, chunks: list, memory: GlobalMemory | None) -> Outcome:
+    def ask(
+        self, mode: str, sample: Sample, question, kb: str, chunks: list, memory: GlobalMemory | None
+    ) -> list[Outcome]:
+        """One outcome per reader for the retrieving modes (same evidence), one for qa and full."""
         stages: dict[str, float] = {}
         clock = [time.perf_counter()]
 
@@ -221,47 +252,87 @@ class Harness:
             clock[0] = now
 
         retrieved: list[str] = []
+        found: list = []
         given: str | None = None  # the text the generator answers from
         if mode == "qa":
             prediction = programs.execute(programs.draft_answer, LocalBackend(self.lm, memory), question=question.text,
                               max_tokens=self.config.answer_tokens)["answer"]  # fmt: skip
             lap("answer")
-        else:
-            if mode == "full":
-                evidence = given = self.full_context(sample.text, question.text)
+            return [self._outcome(mode, sample, question, chunks, prediction, given, retrieved, stages)]
+        if mode == "full":
+            given = self.full_context(sample.text, question.text)
+            return [self._outcome(mode, sample, question, chunks, self._generate(question.text, given), given,
+                                  retrieved, {**stages, "answer": time.perf_counter() - clock[0]})]  # fmt: skip
+        clues = programs.Clues([], [], "")
+        if mode == "memorag":
+            clues = programs.write_clues(LocalBackend(self.lm, memory), question.text)
+            lap("clues")
+        found = retrieve(self.index, self.embedder, kb, question.text, clues.hints(), spans=[clues.quote()],
+                         k=self.config.k, fusion=self.config.fusion)  # fmt: skip
+        retrieved = [e.chunk.id for e in found]
+        passages = [e.chunk.text for e in order_evidence(found, self.config.evidence_order)]
+        given = "\n".join(passages)
+        lap("retrieval")
+        outcomes = []
+        for name in self.config.readers:
+            started = time.perf_counter()
+            if name == "none":
+                reading = None
+                prediction = self._generate(question.text, programs.format_evidence(passages))
             else:
-                clues = programs.Clues([], [], "")
-                if mode == "memorag":
-                    clues = programs.write_clues(LocalBackend(self.lm, memory), question.text)
-                    lap("clues")
-                found = retrieve(self.index, self.embedder, kb, question.text, clues.hints(), spans=[clues.quote()],
-                                 k=self.config.k, fusion=self.config.fusion)  # fmt: skip
-                retrieved = [e.chunk.id for e in found]
-                passages = [e.chunk.text for e in order_evidence(found, self.config.evidence_order)]
-                given, evidence = "\n".join(passages), programs.format_evidence(passages)
-                lap("retrieval")
-            prediction = programs.execute(
-                self.answer_program, self.generator, question=question.text, evidence=evidence,
-                max_tokens=self.config.answer_tokens,
-            )["answer"]  # fmt: skip
-            lap("answer")
+                reading = self._read(name, question.text, found, passages)
+                prediction = reading.text if reading.supported else ""
+            timed = {**stages, "answer": time.perf_counter() - started}
+            label = mode if name == "none" else f"{mode}/{name}"
+            outcomes.append(self._outcome(label, sample, question, chunks, prediction, given, retrieved, timed,
+                                          reading=reading, reader_name=name, evidence=found))  # fmt: skip
+        return outcomes
+
+    def _generate(self, question: str, evidence: str) -> str:
+        return programs.execute(self.answer_program, self.generator, question=question, evidence=evidence,
+                                max_tokens=self.config.answer_tokens)["answer"].strip()  # fmt: skip
+
+    def _read(self, name: str, question: str, found: list, passages: list[str]) -> reader.Reading:
+        path = reader.choose_path(question, name)
+        if path == "extract":
+            return reader.extract(self.lm, question, found)
+        return reader.check(self._generate(question, programs.format_evidence(passages)), path, found)
+
+    def _outcome(
+        self, mode: str, sample: Sample, question, chunks: list, prediction: str, given: str | None,
+        retrieved: list[str], stages: dict[str, float], *, reading: reader.Reading | None = None,
+        reader_name: str = "none", evidence: list | None = None,
+    ) -> Outcome:  # fmt: skip
         prediction = prediction.strip()
-        gold = gold_chunk_ids(chunks, question.evidence) if mode in ("rag", "memorag") else set()
+        golds = list(question.answers)
+        gold = gold_chunk_ids(chunks, question.evidence) if retrieved else set()
         k = self.config.k
+        cited = reading.citation if reading is not None and reading.supported else None
+        shown_terms = reader.unsupported_terms(prediction, given) if given is not None and prediction else []
         return Outcome(
-            mode=mode, doc_id=sample.doc_id, question=question.text, prediction=prediction,
-            answers=list(question.answers),
-            f1=best_of(token_f1, prediction, question.answers),
-            em=best_of(exact_match, prediction, question.answers),
-            rougeL=best_of(rouge_l, prediction, question.answers),
+            mode=mode, doc_id=sample.doc_id, question=question.text, prediction=prediction, answers=golds,
+            f1=best_of(token_f1, prediction, golds),
+            em=best_of(exact_match, prediction, golds),
+            rougeL=best_of(rouge_l, prediction, golds),
             recall=recall_at_k(gold, retrieved, k) if gold else None,
             hit=hit_at_k(gold, retrieved, k) if gold else None,
-            answer_found=answer_in(given, question.answers) if given is not None else None,
+            answer_found=answer_in(given, golds) if given is not None else None,
             latency_s=sum(stages.values()), stages=stages, retrieved=retrieved,
+            answer_recall=best_of(answer_recall, prediction, golds),
+            reader=reader_name, path=reading.path if reading else None,
+            supported=float(reading.supported) if reading is not None else None,
+            citation_hit=answer_in(cited.quote, golds) if cited and self.config.short_answers else None,
+            unsupported_shown=float(bool(shown_terms)) if given is not None else None,
         )  # fmt: skip
 
     def evaluate(self, dataset: str, samples: Iterable[Sample], on_progress: Progress | None = None) -> Report:
         samples = list(samples)
+        if self.config.unanswerable:
+            if len(samples) < 2:
+                raise ValueError("unanswerable questions need at least two documents (each is asked of the next)")
+            nxt = samples[1:] + samples[:1]
+            samples = [Sample(s.doc_id, s.text, [replace(q, evidence=[]) for q in o.questions])
+                       for s, o in zip(nxt, samples, strict=True)]  # fmt: skip
         report = Report(dataset, self.config, self.lm.name)
         total = sum(len(self._questions(s)) for s in samples) * len(self.config.modes)
         done = 0
@@ -287,7 +358,7 @@ class Harness:
                 for question in questions:
                     for mode in self.config.modes:
                         say(f"{sample.doc_id}: {mode}")
-                        report.outcomes.append(self.ask(mode, sample, question, kb, chunks, memory))
+                        report.outcomes.extend(self.ask(mode, sample, question, kb, chunks, memory))
                         done += 1
             finally:
                 self.index.drop(kb)

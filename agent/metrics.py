@@ -54,6 +54,16 @@ def best_of(metric, prediction: str, golds: list[str]) -> float:
     return max((metric(prediction, g) for g in golds), default=0.0)
 
 
+def answer_recall(prediction: str, gold: str) -> float:
+    """Share of the gold answer's words the prediction contains (a long right answer is not penalised)."""
+    wanted = normalize(gold).split()
+    if not wanted:
+        return 0.0
+    have = Counter(normalize(prediction).split())
+    hits = sum(min(count, have[w]) for w, count in Counter(wanted).items())
+    return hits / len(wanted)
+
+
 def answer_in(evidence: str, golds: list[str]) -> float:
     """1.0 when some gold answer appears, as whole words, in the evidence.
 

@@ -7,7 +7,8 @@ answer:    route to the knowledge base's most relevant documents
                 -> clue programs (spans, questions, draft) on each memory
                 -> retrieval over the whole knowledge base: question + clues anchored to it, fused
                    (with the fusion the loaded clue adapter was gated with, if any)
-                -> answer program on the generator -> Answer
+                -> reader: a short answer copied from the best sentence and ranked by the model,
+                   or a long one generated; checked against the evidence, cited, or declined -> Answer
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from agent import adapters, programs
+from agent import adapters, programs, reader
 from agent.backends import LocalBackend, generator_backend
 from agent.memory.errors import MemoryProblem
 from agent.memory.formation import form_memory, tokenize_document
@@ -43,6 +44,7 @@ class Answer:
     documents: list[str] = field(default_factory=list)  # whose memories wrote the clues
     rebuilt: list[str] = field(default_factory=list)  # memories rebuilt from text on the way
     adapter_version: str | None = None  # the clue adapter that wrote the evidence spans (None: base model)
+    reading: reader.Reading | None = None  # how the answer was read from the evidence (None: memory only)
 
 
 def memorize(
@@ -161,12 +163,24 @@ def answer(
     evidence = retrieve(index, embedder, kb, query, clues, spans=quotes, k=k, hybrid=HYBRID_RETRIEVAL, fusion=fusion)
     clues = [*(line for quote in quotes for line in quote.splitlines()), *clues]
     lap("retrieval")
+    reading = read(lm, question, evidence, task=task, settings=settings)
+    lap("answer")
+    version = adapters.loaded_version(lm)
+    return Answer(reading.text, task, clues, evidence, timings, docs, rebuilt, version, reading)
+
+
+def read(
+    lm: LoadedModel, question: str, evidence: list[Evidence], *, task: str = "memorag", settings: Settings | None = None
+) -> reader.Reading:
+    """The answer step: extracted and ranked by the local model, or written by the generator; always checked."""
+    settings = settings or get_settings()
+    path = "generate" if task == "summarize" else reader.choose_path(question, settings.reader)
+    if path == "extract":
+        return reader.extract(lm, question, evidence)
     passages = programs.format_evidence([e.chunk.text for e in evidence])
     generator = generator_backend(lm, settings)
     if task == "summarize":
         text = programs.execute(programs.summary, generator, evidence=passages)["answer"]
     else:
         text = programs.execute(programs.answer, generator, question=question, evidence=passages)["answer"]
-    lap("answer")
-    return Answer(text.strip(), task, clues, evidence, timings, docs, rebuilt, adapters.loaded_version(lm))
-
+    return reader.check(text.strip(), path, evidence)

@@ -82,7 +82,9 @@ def chunk_document(
         while j < len(pieces) and pieces[j][3] - pieces[i][2] <= target_tokens:
             j += 1
         cs, ce, ts, te = pieces[i][0], pieces[j - 1][1], pieces[i][2], pieces[j - 1][3]
-        chunks.append(Chunk(doc_id, len(chunks), text[cs:ce].strip(), cs, ce, ts, te))
+        raw = text[cs:ce]
+        lead = len(raw) - len(raw.lstrip())  # character offsets are the stripped text's: citations quote them
+        chunks.append(Chunk(doc_id, len(chunks), raw.strip(), cs + lead, cs + lead + len(raw.strip()), ts, te))
         if j >= len(pieces):
             break
         back = j  # start the next chunk with whole pieces from this one's tail, within the overlap budget

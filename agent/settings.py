@@ -28,6 +28,7 @@ class Settings:
     scorer: str = field(default_factory=lambda: _env("SCORER", "snapkv"))
     # A memory longer than this many tokens is read with its positions spread over it (0: never).
     read_span: int = field(default_factory=lambda: int(_env("READ_SPAN", "2048")))
+    reader: str = field(default_factory=lambda: _env("READER", "auto"))  # auto, extract or generate (agent.reader)
     memory_ttl_s: int = field(default_factory=lambda: int(_env("MEMORY_TTL_S", "0")))
     generator_url: str = field(default_factory=lambda: _env("GENERATOR_URL"))
     generator_api: str = field(default_factory=lambda: _env("GENERATOR_API", "sglang"))

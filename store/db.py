@@ -110,6 +110,13 @@ class Answer(SQLModel, table=True):
     model_fingerprint: str = ""
     generator: str = ""
     adapter_version: str | None = None
+    # Grounding: "extract", "generate" or "memory"; whether the evidence supports what is shown; the cited
+    # sentence {"chunk_id", "doc_id", "char_start", "char_end", "quote"}; why an answer was withheld, and it.
+    reader: str = ""
+    supported: bool | None = None
+    citation: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    proposed: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -70,6 +70,7 @@ def test_bad_inputs_get_one_clear_line(env, monkeypatch):
     bad(run("ingest", "town", str(tmp / "big.txt")), "over the 0.01 MB limit", "MEMORAG_MAX_DOCUMENT_MB")
     monkeypatch.delenv("MEMORAG_MAX_DOCUMENT_MB")
     bad(run("ask", "town", "   "), "the question is empty")
+    bad(run("ask", "town", ""), "the question is empty")
     bad(run("ask", "town", "why?"), "has no ready documents", "manage.py ingest town FILE")
     bad(run("ingest", "town", str(tmp / "ok.txt")), "no worker is serving the 'memory' queue", "manage.py up")
     with db.session() as s:

@@ -96,6 +96,15 @@ def test_two_documents_one_knowledge_base_answer_feedback_and_isolation(service)
     assert any("Ilse Varga" in e["text"] for e in answer.evidence)
     assert set(answer.timings) >= {"rehydrate", "clues", "retrieval", "answer"}
     assert f"evidence {observatory} observatory.txt" in asked.output
+    # the answer is copied out of the evidence and cited to the characters of its sentence (which span the
+    # 135M model ranks first is its own affair: tests/test_reader.py and docs/evaluation.md measure that)
+    assert (answer.reader, answer.supported) == ("extract", True)
+    cited = answer.citation
+    assert cited["doc_id"] == observatory and cited["document"] == "observatory.txt"
+    assert OBSERVATORY[cited["char_start"] : cited["char_end"]] == cited["quote"] and answer.text in cited["quote"]
+    assert f'({cited["chunk_id"]} observatory.txt, chars {cited["char_start"]}-{cited["char_end"]})' in asked.output
+    assert "clue:" not in asked.output and answer.clues  # clues are kept, shown on request
+    assert "clue:" in cli_run("result", query_id, "--show-clues").output
 
     assert cli_run("feedback", query_id, "--bad", "--answer", "Ilse Varga", "--comment", "name it").exit_code == 0
     with db.session() as s:
@@ -115,6 +124,9 @@ def test_two_documents_one_knowledge_base_answer_feedback_and_isolation(service)
         coast_docs = {d.public_id for d in s.exec(select(db.Document).where(db.Document.kb_id == query.kb_id))}
     assert row.evidence and {e["doc_id"] for e in row.evidence} <= coast_docs
     assert not any("Varga" in e["text"] or "Bakery" in e["text"] for e in row.evidence)
+    # the lighthouse's knowledge base does not say who built the telescope: declined, nothing invented
+    assert row.supported is False and row.text.startswith("The documents do not answer this question.")
+    assert "not shown as an answer:" in other.output
 
 
 @pytest.mark.model

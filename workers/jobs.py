@@ -129,7 +129,7 @@ def answer_query(query_id: int) -> dict[str, Any]:
             rt.lm, rt.embedder, rt.memories, rt.index, scope, [doc_key(i) for i in ready], question,
             task=task, k=rt.settings.top_k, settings=rt.settings, text_of=document_text,
         )  # fmt: skip
-    names = _document_names([doc_id_of(e.chunk.doc_id) for e in result.evidence])
+    names = _document_names([doc_id_of(e.chunk.doc_id) for e in result.evidence])  # the citation's is among them
     with db.session() as s:
         row = s.exec(select(Answer).where(Answer.query_id == query_id)).first() or Answer(query_id=query_id, text="")
         row.text, row.clues, row.documents, row.timings = result.text, result.clues, result.documents, result.timings
@@ -144,6 +144,13 @@ def answer_query(query_id: int) -> dict[str, Any]:
         row.model, row.model_fingerprint = rt.lm.name, rt.lm.fingerprint
         row.generator = rt.settings.generator_url or f"local:{rt.lm.name}"
         row.adapter_version = result.adapter_version
+        reading = result.reading
+        row.reader = reading.path if reading else "memory"
+        row.supported = reading.supported if reading else None
+        row.citation = None
+        if reading and reading.citation:
+            row.citation = reading.citation.as_dict() | {"document": names.get(reading.citation.doc_id, "")}
+        row.reason, row.proposed = (reading.reason, reading.proposed) if reading else (None, None)
         s.add(row)
         query = s.get(Query, query_id)
         if query is not None:

@@ -186,3 +186,47 @@ def _eos_ids(lm: LoadedModel) -> list[int]:
     if ids is None:
         ids = lm.tokenizer.eos_token_id
     return [ids] if isinstance(ids, int) else list(ids or [])
+
+
+@torch.inference_mode()
+def score_continuations(
+    lm: LoadedModel,
+    memory: GlobalMemory | None,
+    prompt_ids: Sequence[int],
+    candidates: Sequence[Sequence[int]],
+) -> list[list[float]]:
+    """Per-token log-probabilities of each candidate after memory + prompt, the prompt read once.
+
+    The prompt's keys and values are computed in one pass and shared: the
+    candidates run as one right-padded batch on top of that prefix, so
+    ranking N answers costs one prompt plus one short batch, not N prompts.
+    """
+    if not prompt_ids:
+        raise ValueError("scoring needs at least one prompt token")
+    todo = [list(c) for c in candidates]
+    if not todo:
+        return []
+    cache, first, position = _prefill(lm, memory, prompt_ids)
+    first = first.float().log_softmax(-1)[0]
+    width = max(len(c) for c in todo)
+    out = [[float(first[c[0]])] if c else [] for c in todo]
+    if width <= 1:
+        return out
+    batch = len(todo)
+    prefix = cache.get_seq_length()
+    cache.batch_repeat_interleave(batch)
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    feed = torch.full((batch, width - 1), pad, dtype=torch.long, device=lm.device)
+    mask = torch.zeros((batch, prefix + width - 1), dtype=torch.long, device=lm.device)
+    mask[:, :prefix] = 1
+    for row, c in enumerate(todo):
+        inputs = c[:-1]
+        feed[row, : len(inputs)] = torch.tensor(inputs, dtype=torch.long)
+        mask[row, prefix : prefix + len(inputs)] = 1
+    positions = torch.arange(position, position + width - 1, device=lm.device).expand(batch, -1)
+    logits = lm.model(input_ids=feed, position_ids=positions, attention_mask=mask, cache=cache).logits.float()
+    logprobs = logits.log_softmax(-1)
+    for row, c in enumerate(todo):
+        for i, token in enumerate(c[1:]):
+            out[row].append(float(logprobs[row, i, token]))
+    return out
