@@ -923,7 +923,7 @@ def _print_report(report) -> None:
     n = report.to_json()["n"]
     table = Table(title=f"{report.dataset}: {n} questions, {report.model}, beta {report.config.beta}, k {k}")
     columns = ["n", "f1", "em", "rougeL", f"recall@{k}", f"hit@{k}", "answer_in_evidence", "answer_recall",
-               "supported", "citation_hit", "unsupported_shown", "latency_s"]  # fmt: skip
+               "supported", "citation_hit", "top_answer_found", "unsupported_shown", "latency_s"]  # fmt: skip
     table.add_column("mode")
     for column in columns:
         table.add_column(column, justify="right")
@@ -1030,7 +1030,8 @@ def memory_list() -> None:
     "--task", type=click.Choice(["qa", "memorag", "summarize"]), default="qa", show_default=True,
     help="qa: from memory alone; memorag: memory clues -> retrieval -> answer; summarize: key points -> summary.",
 )  # fmt: skip
-def memory_ask(name: str, question: str, task: str) -> None:
+@click.option("--show-clues", is_flag=True, help="Also print the clues the memory wrote.")
+def memory_ask(name: str, question: str, task: str, show_clues: bool) -> None:
     """Answer QUESTION about the document stored as NAME, printing the evidence used."""
     from agent.models import load_model
     from agent.pipeline import answer
@@ -1047,7 +1048,14 @@ def memory_ask(name: str, question: str, task: str) -> None:
         result = answer(lm, get_embedder(settings.embedder), stores.memories, stores.index, CLI_KB, [name],
                         question, task=task, settings=settings)  # fmt: skip
     click.echo(result.text)
-    for clue in result.clues:
+    reading = result.reading
+    if reading and reading.supported and reading.citation:
+        cited = reading.citation
+        click.echo(f"  source: \"{' '.join(cited.quote.split())}\" ({cited.chunk_id}, "
+                   f"chars {cited.char_start}-{cited.char_end})")  # fmt: skip
+    elif reading and reading.reason:
+        click.echo(f"  not shown as an answer: {reading.reason}")
+    for clue in result.clues if show_clues else []:
         click.echo(f"  clue: {clue}")
     for e in result.evidence:
         snippet = " ".join(e.chunk.text.split())[:160]

@@ -130,6 +130,7 @@ class Outcome:
     supported: float | None = None  # 1 answered, 0 declined (None: the mode never declines)
     citation_hit: float | None = None  # the cited sentence holds a gold answer (short answers, cited only)
     unsupported_shown: float | None = None  # shown as an answer while naming what the evidence lacks
+    top_answer_found: float | None = None  # a gold answer in the best-scored chunk (what citation_hit must beat)
 
 
 @dataclass
@@ -160,7 +161,7 @@ class Report:
                 "answer_recall": statistics.fmean(o.answer_recall for o in rows),
                 **{
                     name: statistics.fmean(values) if values else None
-                    for name in ("supported", "citation_hit", "unsupported_shown")
+                    for name in ("supported", "citation_hit", "top_answer_found", "unsupported_shown")
                     for values in [[getattr(o, name) for o in rows if getattr(o, name) is not None]]
                 },
                 "latency_s": statistics.fmean(o.latency_s for o in rows),
@@ -323,6 +324,9 @@ class Harness:
             supported=float(reading.supported) if reading is not None else None,
             citation_hit=answer_in(cited.quote, golds) if cited and self.config.short_answers else None,
             unsupported_shown=float(bool(shown_terms)) if given is not None else None,
+            top_answer_found=answer_in(max(evidence, key=lambda e: e.score).chunk.text, golds)
+            if evidence and self.config.short_answers
+            else None,
         )  # fmt: skip
 
     def evaluate(self, dataset: str, samples: Iterable[Sample], on_progress: Progress | None = None) -> Report:

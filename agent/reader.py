@@ -40,14 +40,16 @@ def _set(words: str) -> frozenset[str]:
     return frozenset(words.split())
 
 
-_SHORT = re.compile(
-    r"^\s*(who|whom|whose|when|where|which|what\s+(year|date|day|month|time|age|percentage|number|is\s+the\s+name|"
+_SHORT = re.compile(  # anywhere: search-style questions put the topic first ("handmaid's tale how many ...")
+    r"\b(who|whom|whose|when|where|which|what\s+(year|date|day|month|time|age|percentage|number|is\s+the\s+name|"
     r"was\s+the\s+name|are\s+the\s+names|city|country|team|company)|how\s+(many|much|long|old|far|tall|big|large)|"
     r"in\s+(what|which)|name\s+the)\b",
     re.IGNORECASE,
 )
-_LONG = re.compile(
-    r"\b(summari[sz]e|discuss|describe|explain|why|how\s+(did|does|do|is|are|was|were)|what\s+did)\b", re.IGNORECASE
+_LONG = re.compile(  # composed answers (QMSum-style "what did X say about Y"), whatever question word they hold
+    r"\b(summari[sz]e|discuss\w*|describe|explain|why|how\s+(did|does|do|is|are|was|were)|what\s+(did|was\s+said)|"
+    r"talk\w*\s+about|opinions?|think|thought|decid\w*|decision|agree\w*|propos\w*|suggest\w*)\b",
+    re.IGNORECASE,
 )
 _WANTS_NUMBER = re.compile(
     r"\b(how\s+(many|much|long|old|far|tall|big|large)|when|what\s+(year|date|day|month|time|age|percentage|number)|"
@@ -216,17 +218,21 @@ def _matches(pattern: re.Pattern, text: str) -> list[str]:
 # support -----------------------------------------------------------------------
 def unsupported_terms(answer: str, evidence_text: str) -> list[str]:
     """Names, numbers and dates in ``answer`` that the evidence does not contain."""
-    held = {_stem(w) for w in _WORD.findall(evidence_text.lower())}
+    held = {_exact(w) for w in _WORD.findall(evidence_text.lower())}  # whole words: "HandmaiDad" is no "handmaid"
     missing: list[str] = []
     for sentence in re.split(r"(?<=[.!?:;])\s+|\n+", answer):
         for i, word in enumerate(_WORD.findall(sentence)):
             lower = word.lower()
             named = word[0].isupper() and i > 0 and lower not in _CASUAL  # a sentence's first word is no evidence
-            if (any(c.isdigit() for c in word) or named or lower in _NUMBER_WORDS or lower in _MONTHS) and (
-                _stem(lower) not in held
+            if (any(c.isdigit() for c in word) or named or lower in _NUMBER_WORDS or lower in _MONTHS) and not (
+                {_exact(lower), _exact(lower).removesuffix("s")} & held
             ):
                 missing.append(word)
     return list(dict.fromkeys(missing))
+
+
+def _exact(word: str) -> str:
+    return word.replace("’", "'").removesuffix("'s")
 
 
 def best_sentence_for(answer: str, sentences: Sequence[Sentence]) -> Sentence | None:

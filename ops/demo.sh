@@ -24,7 +24,7 @@ done
 cat <<'NEXT'
 
 Try next:
-  .venv/bin/python manage.py ask demo "Who designed the harbour wall?" --wait
+  .venv/bin/python manage.py ask demo "Who designed the harbour wall?" --wait --show-clues
   .venv/bin/python manage.py ask demo "Summarize the town's history" --task summarize --wait
   .venv/bin/python manage.py feedback q1 --bad --answer "Agnes Perrow, in 1612"
   .venv/bin/python manage.py kb create mine && .venv/bin/python manage.py ingest mine YOUR_FILE.pdf --wait
