@@ -39,7 +39,7 @@ from agent.metrics import (
     token_f1,
 )
 from agent.models import LoadedModel
-from agent.pipeline import memorize, rehydrate, save_memory
+from agent.pipeline import memorize, read, rehydrate, save_memory
 from agent.retrieval import (
     DEFAULT_FUSION,
     FUSIONS,
@@ -262,8 +262,9 @@ class Harness:
             return [self._outcome(mode, sample, question, chunks, prediction, given, retrieved, stages)]
         if mode == "full":
             given = self.full_context(sample.text, question.text)
-            return [self._outcome(mode, sample, question, chunks, self._generate(question.text, given), given,
-                                  retrieved, {**stages, "answer": time.perf_counter() - clock[0]})]  # fmt: skip
+            prediction = self._generate(question.text, given)
+            lap("answer")
+            return [self._outcome(mode, sample, question, chunks, prediction, given, retrieved, stages)]
         clues = programs.Clues([], [], "")
         if mode == "memorag":
             clues = programs.write_clues(LocalBackend(self.lm, memory), question.text)
@@ -281,7 +282,9 @@ class Harness:
                 reading = None
                 prediction = self._generate(question.text, programs.format_evidence(passages))
             else:
-                reading = self._read(name, question.text, found, passages)
+                ordered = order_evidence(found, self.config.evidence_order)
+                reading = read(self.lm, question.text, ordered, settings=self.settings, how=name,
+                               write=lambda ev: self._generate(question.text, ev))  # fmt: skip
                 prediction = reading.text if reading.supported else ""
             timed = {**stages, "answer": time.perf_counter() - started}
             label = mode if name == "none" else f"{mode}/{name}"
@@ -292,12 +295,6 @@ class Harness:
     def _generate(self, question: str, evidence: str) -> str:
         return programs.execute(self.answer_program, self.generator, question=question, evidence=evidence,
                                 max_tokens=self.config.answer_tokens)["answer"].strip()  # fmt: skip
-
-    def _read(self, name: str, question: str, found: list, passages: list[str]) -> reader.Reading:
-        path = reader.choose_path(question, name)
-        if path == "extract":
-            return reader.extract(self.lm, question, found)
-        return reader.check(self._generate(question, programs.format_evidence(passages)), path, found)
 
     def _outcome(
         self, mode: str, sample: Sample, question, chunks: list, prediction: str, given: str | None,

@@ -84,11 +84,8 @@ def check_supported(model: torch.nn.Module) -> None:
             "so the memory model must be a RoPE model (Llama, Qwen, Mistral, Gemma, Phi, ...)"
         )
     rope = getattr(config, "rope_parameters", None) or {}
-    kinds = (
-        {rope.get("rope_type", "default")}
-        if "rope_type" in rope or not rope
-        else {p.get("rope_type", "default") for p in rope.values() if isinstance(p, dict)}
-    )
+    per_layer_type = [p for p in rope.values() if isinstance(p, dict)] or [rope]  # Gemma 3: one per layer type
+    kinds = {p.get("rope_type", "default") for p in per_layer_type}
     bad = sorted(kinds - set(POSITION_LINEAR_ROPE))
     if bad:
         raise UnsupportedModel(

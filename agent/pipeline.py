@@ -170,13 +170,20 @@ def answer(
 
 
 def read(
-    lm: LoadedModel, question: str, evidence: list[Evidence], *, task: str = "memorag", settings: Settings | None = None
-) -> reader.Reading:
-    """The answer step: extracted and ranked by the local model, or written by the generator; always checked."""
+    lm: LoadedModel, question: str, evidence: list[Evidence], *, task: str = "memorag",
+    settings: Settings | None = None, how: str | None = None, write: Callable[[str], str] | None = None,
+) -> reader.Reading:  # fmt: skip
+    """The answer step: extracted and ranked by the local model, or written by the generator; always checked.
+
+    ``how`` overrides ``MEMORAG_READER``; ``write`` (formatted passages -> text) replaces the generator's
+    answer program, as the evaluation harness does with its own program and evidence order.
+    """
     settings = settings or get_settings()
-    path = "generate" if task == "summarize" else reader.choose_path(question, settings.reader)
+    path = "generate" if task == "summarize" else reader.choose_path(question, how or settings.reader)
     if path == "extract":
         return reader.extract(lm, question, evidence)
+    if write is not None:
+        return reader.check(write(programs.format_evidence([e.chunk.text for e in evidence])).strip(), path, evidence)
     passages = programs.format_evidence([e.chunk.text for e in evidence])
     generator = generator_backend(lm, settings)
     if task == "summarize":

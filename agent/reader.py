@@ -56,6 +56,8 @@ _WANTS_NUMBER = re.compile(
     r"in\s+what\s+year)\b",
     re.IGNORECASE,
 )
+_WANTS_DATE = re.compile(r"\b(when|what\s+(year|date|day|month)|in\s+what\s+year)\b", re.IGNORECASE)
+_WANTS_NAME = re.compile(r"\s*(who|whom|whose|where)\b", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")
 # Sentence ends, blank lines and block-level tags (L-Eval keeps Wikipedia's); a single newline is line wrapping.
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(<\[])|\n\s*\n|(?=<(?:P|Tr|Li|H\d|Td|Th|Dd)>)")
@@ -188,8 +190,8 @@ def candidates(question: str, sentences: Sequence[Sentence]) -> list[tuple[str, 
     """Answer-sized spans of ``sentences`` that fit the question's kind and do not just repeat it."""
     asked = set(content_words(question))
     wants_number = _WANTS_NUMBER.search(question)
-    wants_date = re.search(r"\b(when|what\s+(year|date|day|month)|in\s+what\s+year)\b", question, re.IGNORECASE)
-    wants_name = re.match(r"\s*(who|whom|whose|where)\b", question, re.IGNORECASE)
+    wants_date = _WANTS_DATE.search(question)
+    wants_name = _WANTS_NAME.match(question)
     found: list[tuple[str, Sentence]] = []
     seen: set[str] = set()
     for sentence in sentences:
@@ -246,10 +248,10 @@ def best_sentence_for(answer: str, sentences: Sequence[Sentence]) -> Sentence | 
 def decline(closest: Sentence | None) -> str:
     if closest is None:
         return "The documents do not answer this question."
-    chunk = closest.evidence.chunk
+    cited = closest.citation()
     return (
-        f"The documents do not answer this question. The closest passage is {chunk.id} "
-        f'(characters {closest.citation().char_start}-{closest.citation().char_end}): "{closest.text}"'
+        f"The documents do not answer this question. The closest passage is {cited.chunk_id} "
+        f'(characters {cited.char_start}-{cited.char_end}): "{cited.quote}"'
     )
 
 
@@ -268,7 +270,7 @@ def extract(
     top = [s for _, s in ranked[:SENTENCES_READ]]
     options = candidates(question, top)
     if not options:
-        return Reading(best.text, "extract", True, best.citation(), "no short span fits; the sentence is the answer")
+        return Reading(best.text, "extract", True, best.citation())  # no short span fits: the sentence answers
     prompt = chat_prompt(
         lm.tokenizer,
         programs.PROMPTS["short_answer"].format(

@@ -181,3 +181,30 @@ def test_the_cli_offers_exactly_the_library_evidence_orders():
     from manage import EVIDENCE_ORDERS
 
     assert EVIDENCE_ORDERS == LIBRARY_ORDERS
+
+
+def test_readers_answer_from_the_same_evidence_and_unanswerable_questions_swap_documents(harness, tmp_path):
+    samples = load_samples("leval", _slice(tmp_path, "leval"), limit=2)
+    config = EvalConfig(modes=("rag",), k=3, answer_tokens=4, questions=2, readers=("none", "auto", "extract"))
+    report = Harness(harness.lm, harness.embedder, harness.index, harness.store, config).evaluate("leval", samples)
+    table = report.to_json()["modes"]
+    assert list(table) == ["rag", "rag/auto", "rag/extract"]
+    by_question: dict[tuple[str, str], list] = {}
+    for outcome in report.outcomes:
+        by_question.setdefault((outcome.doc_id, outcome.question), []).append(outcome)
+    for rows in by_question.values():
+        assert len({tuple(o.retrieved) for o in rows}) == 1  # every reader reads the same evidence
+        plain, *read = rows
+        assert plain.supported is None and plain.reader == "none"
+        for o in read:
+            assert o.supported in (0.0, 1.0) and o.unsupported_shown == 0.0  # nothing unsupported is shown
+            assert o.prediction or not o.supported  # a declined answer shows nothing
+    assert {"supported", "citation_hit", "top_answer_found", "unsupported_shown", "answer_recall"} <= set(
+        table["rag/auto"]
+    )
+    swapped = EvalConfig(modes=("rag",), k=3, questions=1, readers=("extract",), unanswerable=True)
+    report = Harness(harness.lm, harness.embedder, harness.index, harness.store, swapped).evaluate("leval", samples)
+    assert [(o.doc_id, o.question) for o in report.outcomes] == [  # each document's questions, of the next one
+        (samples[1].doc_id, samples[0].questions[0].text),
+        (samples[0].doc_id, samples[1].questions[0].text),
+    ]
