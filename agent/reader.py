@@ -58,6 +58,7 @@ _WANTS_NUMBER = re.compile(
 )
 _WANTS_DATE = re.compile(r"\b(when|what\s+(year|date|day|month)|in\s+what\s+year)\b", re.IGNORECASE)
 _WANTS_NAME = re.compile(r"\s*(who|whom|whose|where)\b", re.IGNORECASE)
+_COUNTED = re.compile(r"\bhow\s+(?:many|much)\s+(\w+)", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")
 # Sentence ends, blank lines and block-level tags (L-Eval keeps Wikipedia's); a single newline is line wrapping.
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(<\[])|\n\s*\n|(?=<(?:P|Tr|Li|H\d|Td|Th|Dd)>)")
@@ -170,7 +171,7 @@ def rank_sentences(question: str, sentences: Sequence[Sentence]) -> list[tuple[f
     holds = [set(content_words(s.text)) for s in sentences]
     frequency = Counter(w for words in holds for w in words & asked)
     weight = {w: math.log(1 + len(sentences) / (1 + frequency[w])) for w in asked}
-    counted = re.search(r"\bhow\s+(?:many|much)\s+(\w+)", question, re.IGNORECASE)
+    counted = _COUNTED.search(question)
     if counted and _stem(counted.group(1).lower()) in weight:  # "how many boats": the answer counts boats
         weight[_stem(counted.group(1).lower())] *= 2
     total = sum(weight.values())
@@ -208,7 +209,20 @@ def candidates(question: str, sentences: Sequence[Sentence]) -> list[tuple[str, 
             found.append((span, sentence))
     if wants_number:  # a count is not a date, a date is not a count (unless nothing else fits)
         found = [(x, s) for x, s in found if bool(_DATE.search(x)) == bool(wants_date)] or found
+    counted = _COUNTED.search(question)
+    if counted:  # "how many boats": a number that counts boats ("forty boats"), where the evidence has one
+        noun = _stem(counted.group(1).lower())
+        found = [(x, s) for x, s in found if _counts(x, s.text, noun)] or found
     return found[:MAX_CANDIDATES]
+
+
+def _counts(number: str, sentence: str, noun: str) -> bool:
+    """``number`` stands right before ``noun`` in ``sentence`` (at most one word between: "forty fishing boats")."""
+    for m in re.finditer(re.escape(number), sentence):
+        after = _WORD.findall(sentence[m.end() :])[:2]
+        if any(_stem(w.lower()) == noun for w in after):
+            return True
+    return False
 
 
 def _matches(pattern: re.Pattern, text: str) -> list[str]:
