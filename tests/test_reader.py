@@ -75,6 +75,15 @@ def test_sentences_cite_their_exact_characters_in_the_document(tiny_lm):
         assert not sentence.text.startswith("#")  # headings are not sentences that answer anything
 
 
+def test_a_count_is_a_number_of_the_thing_asked_about(tiny_lm):
+    text = "The lifeboat came eight years after the storm. In the storm forty fishing boats were destroyed."
+    chunk = chunk_document("d1", text, tiny_lm.tokenizer)[0]
+    sentences = reader.split_sentences([Evidence(chunk, 1.0, (0,))])
+    spans = [span for span, _ in reader.candidates("How many boats were destroyed?", sentences)]
+    assert spans == ["forty"]
+    assert [s for s, _ in reader.candidates("How many years passed?", sentences)] == ["eight"]
+
+
 def test_candidates_are_scored_on_one_shared_prefix_exactly(tiny_lm):
     prompt = chat_prompt(tiny_lm.tokenizer, "Who built the bridge? Evidence: the mason William Tarrant built it.")
     options = [[500, 600, 700], [42], [900, 901], [11, 12, 13, 14]]
@@ -91,6 +100,7 @@ def test_the_real_model_reads_the_demo_answers_out_of_the_evidence_and_declines_
         "Who founded Kellmouth, and in which year?": "Agnes Perrow",
         "Who built the Kell bridge?": "William Tarrant",
         "Who designed the harbour wall?": "Margaret Ellery",
+        "How many boats were destroyed in the great storm of 1851?": "forty",  # not "eight" (years after it)
     }
     for question, right in asked.items():
         reading = reader.extract(real_lm, question, evidence("d1", text, real_lm.tokenizer, question, embedder))
