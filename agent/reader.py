@@ -259,14 +259,16 @@ def best_sentence_for(answer: str, sentences: Sequence[Sentence]) -> Sentence | 
     return max(sentences, key=lambda s: (len(words & set(content_words(s.text))), -s.rank))
 
 
-def decline(closest: Sentence | None) -> str:
+NOT_ANSWERED = "The documents do not answer this question."
+NOT_SUPPORTED = "The answer the model wrote names things the documents do not contain, so it is not shown."
+
+
+def decline(closest: Sentence | None, why: str = NOT_ANSWERED) -> str:
     if closest is None:
-        return "The documents do not answer this question."
+        return why
     cited = closest.citation()
-    return (
-        f"The documents do not answer this question. The closest passage is {cited.chunk_id} "
-        f'(characters {cited.char_start}-{cited.char_end}): "{cited.quote}"'
-    )
+    quote = " ".join(cited.quote.split())
+    return f'{why} The closest passage is {cited.chunk_id} (characters {cited.char_start}-{cited.char_end}): "{quote}"'
 
 
 # reading -----------------------------------------------------------------------
@@ -312,5 +314,5 @@ def check(text: str, path: str, evidence: Sequence[Evidence]) -> Reading:
         return Reading(decline(closest), path, False, citation, "the generator wrote nothing")
     if missing:
         reason = f"names what the evidence does not contain: {', '.join(missing[:8])}"
-        return Reading(decline(closest), path, False, citation, reason, proposed=text)
+        return Reading(decline(closest, NOT_SUPPORTED), path, False, citation, reason, proposed=text)
     return Reading(text, path, True, citation)

@@ -56,7 +56,7 @@ def test_a_generated_answer_naming_what_the_evidence_lacks_is_withheld_with_the_
     reading = reader.check("The bridge was built by Ruth Adeyemi.", "generate", found)
     assert not reading.supported and reading.proposed == "The bridge was built by Ruth Adeyemi."
     assert "Ruth" in reading.reason and "Adeyemi" in reading.reason
-    assert reading.text.startswith("The documents do not answer this question. The closest passage is d1#")
+    assert reading.text.startswith(f"{reader.NOT_SUPPORTED} The closest passage is d1#")
     assert "Ruth Adeyemi" not in reading.text
     kept = reader.check("The bridge was built by William Tarrant.", "generate", found)
     assert kept.supported and kept.text == "The bridge was built by William Tarrant."
