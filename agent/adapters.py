@@ -159,8 +159,12 @@ def spec_of(lm: LoadedModel) -> LoraSpec:
 def to_bytes(
     weights: dict[str, torch.Tensor], *, base_fingerprint: str, spec: LoraSpec, info: dict | None = None
 ) -> bytes:
-    meta = {"format": FORMAT, "base_fingerprint": base_fingerprint, "spec": json.dumps(asdict(spec)),
-            "info": json.dumps(info or {})}  # fmt: skip
+    meta = {
+        "format": FORMAT,
+        "base_fingerprint": base_fingerprint,
+        "spec": json.dumps(asdict(spec)),
+        "info": json.dumps(info or {}),
+    }
     return save_tensors({k: v.contiguous() for k, v in weights.items()}, metadata=meta)
 
 

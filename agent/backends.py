@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import requests
 from sglang.lang.backend.base_backend import BaseBackend
@@ -20,11 +21,10 @@ from sglang.lang.ir import SglSamplingParams
 
 from agent import adapters
 from agent.chat import chat_template
-from agent.memory.copying import CopySource
-from agent.memory.decoding import SamplingParams, stream_generate, token_logprobs
+from agent.memory.decoding import SamplingParams, generate_batch, stream_generate, token_logprobs
 from agent.memory.types import GlobalMemory
 from agent.models import LoadedModel
-from agent.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 
 class GeneratorUnavailable(RuntimeError):
@@ -58,7 +58,6 @@ class LocalBackend(BaseBackend):
         no_repeat_ngram: int = 6,
         adapter: bool = False,
         seed: int | None = None,
-        copy_from: CopySource | None = None,
     ) -> None:
         super().__init__()
         if memory is not None:
@@ -69,30 +68,40 @@ class LocalBackend(BaseBackend):
         self.no_repeat_ngram = no_repeat_ngram
         self.adapter = adapter  # write with the clue adapter, when one is loaded
         self.seed = seed  # sampled generations are reproducible: call i uses seed + i
-        self.copy_from = copy_from  # every generated line copies a run of this source
         self._calls = 0
         self.chat_template = chat_template(lm.tokenizer, lm.name)
         self.is_chat_model = False
         self._lock = _lock_for(lm)
+        self._gather: _Gather | None = None
 
     def _like(self, **changes) -> LocalBackend:
         kept = dict(
-            memory=self.memory, repetition_penalty=self.repetition_penalty, no_repeat_ngram=self.no_repeat_ngram,
-            adapter=self.adapter, seed=self.seed, copy_from=self.copy_from,
-        )  # fmt: skip
+            memory=self.memory,
+            repetition_penalty=self.repetition_penalty,
+            no_repeat_ngram=self.no_repeat_ngram,
+            adapter=self.adapter,
+            seed=self.seed,
+        )
         return LocalBackend(self.lm, **{**kept, **changes})
-
-    def with_memory(self, memory: GlobalMemory | None) -> LocalBackend:
-        """The same model bound to another memory (cheap: nothing is copied)."""
-        return self._like(memory=memory)
 
     def with_adapter(self, on: bool = True) -> LocalBackend:
         """The same model and memory, writing with (or without) the clue adapter."""
         return self._like(adapter=on)
 
-    def with_copying(self, source: CopySource | None) -> LocalBackend:
-        """The same model and memory, every line it writes copied from ``source`` (None: free)."""
-        return self._like(copy_from=source)
+    def batched(self, size: int) -> LocalBackend:
+        """The same model and memory, decoding ``size`` concurrent generations as one batch.
+
+        SGLang runs each branch of ``s.fork(size)`` in its own thread; here
+        their ``generate`` calls meet and decode together over the memory
+        built once (``decoding.generate_batch``), instead of one after another.
+        """
+        backend = self._like()
+        backend._gather = _Gather(size, backend._decode_together)
+        return backend
+
+    def has_adapter(self) -> bool:
+        """Whether a trained clue adapter is loaded (and so writes differently from the base model)."""
+        return adapters.loaded_version(self.lm) is not None
 
     def get_model_name(self) -> str:
         return self.lm.name
@@ -111,10 +120,14 @@ class LocalBackend(BaseBackend):
             repetition_penalty=self.repetition_penalty,
             no_repeat_ngram=self.no_repeat_ngram,
             seed=None if self.seed is None else self.seed + self._calls,
-            copy_from=self.copy_from,
         )
 
     def generate(self, s, sampling_params: SglSamplingParams):
+        if self._gather is not None:
+            prompt = self._ids(s.text_)
+            text = self._gather.submit(prompt, self._params(sampling_params))
+            self._calls += 1
+            return text, {"prompt_tokens": len(prompt), "completion_tokens": len(self._ids(text))}
         pieces = list(self.generate_stream(s, sampling_params))
         text = "".join(piece for piece, _ in pieces)
         meta = pieces[-1][1] if pieces else {"prompt_tokens": len(self._ids(s.text_)), "completion_tokens": 0}
@@ -129,6 +142,10 @@ class LocalBackend(BaseBackend):
             for piece in stream_generate(self.lm, self.memory, prompt, params):
                 produced += piece
                 yield piece, {"prompt_tokens": len(prompt), "completion_tokens": len(self._ids(produced))}
+
+    def _decode_together(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[str]:
+        with self._lock, adapters.active(self.lm, self.adapter):
+            return generate_batch(self.lm, self.memory, prompts, params)
 
     def select(
         self,
@@ -153,6 +170,66 @@ class LocalBackend(BaseBackend):
             input_token_logprobs=per_choice,
             output_token_logprobs=[[] for _ in choices],
         )
+
+
+class _Gather:
+    """Where ``size`` concurrent generation requests meet and run as one batch.
+
+    The request that completes the group runs it; a request left waiting
+    longer than ``patience`` seconds (a sibling branch failed before asking)
+    runs whatever has gathered, so nobody waits for ever.
+    """
+
+    def __init__(self, size: int, run, patience: float = 2.0) -> None:
+        self.size = size
+        self.run = run
+        self.patience = patience
+        self.ready = threading.Condition()
+        self.pending: list[_Request] = []
+
+    def submit(self, prompt: list[int], params: SamplingParams) -> str:
+        request = _Request(prompt, params)
+        with self.ready:
+            self.pending.append(request)
+            if len(self.pending) < self.size:
+                self.ready.wait_for(lambda: request.taken, timeout=self.patience)
+            group = [] if request.taken else self._take()
+        if group:
+            self._run(group)
+        with self.ready:
+            self.ready.wait_for(lambda: request.done)
+        if request.error is not None:
+            raise request.error
+        return request.text
+
+    def _take(self) -> list[_Request]:
+        group, self.pending = self.pending, []
+        for request in group:
+            request.taken = True
+        self.ready.notify_all()
+        return group
+
+    def _run(self, group: list[_Request]) -> None:
+        try:
+            texts = self.run([r.prompt for r in group], [r.params for r in group])
+        except BaseException as exc:  # every waiter sees the failure, not a hang
+            texts, error = [""] * len(group), exc
+        else:
+            error = None
+        with self.ready:
+            for request, text in zip(group, texts, strict=True):
+                request.text, request.error, request.done = text, error, True
+            self.ready.notify_all()
+
+
+@dataclass
+class _Request:
+    prompt: list[int]
+    params: SamplingParams
+    text: str = ""
+    error: BaseException | None = None
+    taken: bool = False
+    done: bool = False
 
 
 # remote ---------------------------------------------------------------------

@@ -77,8 +77,11 @@ def user_turn(tokenizer, user: str) -> str:
     user_prefix, user_suffix = template.role_prefix_and_suffix["user"]
     return (
         (system[0] + default + system[1] if default else "")
-        + user_prefix + user + user_suffix + template.role_prefix_and_suffix["assistant"][0]
-    )  # fmt: skip
+        + user_prefix
+        + user
+        + user_suffix
+        + template.role_prefix_and_suffix["assistant"][0]
+    )
 
 
 def chat_prompt(tokenizer, user: str) -> list[int]:

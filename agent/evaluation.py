@@ -25,7 +25,6 @@ from pathlib import Path
 from agent import programs, reader
 from agent.backends import LocalBackend, generator_backend
 from agent.datasets import Sample, load_leval, load_longbench, load_needle, load_qmsum
-from agent.memory.errors import MemoryProblem
 from agent.memory.types import GlobalMemory
 from agent.metrics import (
     answer_in,
@@ -48,7 +47,8 @@ from agent.retrieval import (
     order_evidence,
     retrieve,
 )
-from agent.settings import Settings, get_settings
+from core.settings import Settings, get_settings
+from store.errors import MemoryProblem
 from store.memories import MemoryNotFound, MemoryStore
 from store.vectors import VectorIndex
 
@@ -73,6 +73,18 @@ def load_samples(fmt: str, path: str | Path, limit: int | None = None) -> list[S
     if not any(s.questions for s in samples):
         raise ValueError(f"{path} holds no questions in the {fmt} format")
     return samples
+
+
+class _Laps:
+    """Seconds spent in each stage, measured from one mark to the next."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+        self.mark = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.stages[stage], self.mark = now - self.mark, now
 
 
 @dataclass(frozen=True)
@@ -102,8 +114,9 @@ class EvalConfig:
         order_evidence([], self.evidence_order)  # refuses an unknown order before any work starts
         unknown = [r for r in self.readers if r not in ("none", *reader.READERS)]
         if unknown or not self.readers:
-            raise ValueError(f"unknown reader(s) {', '.join(unknown) or '(none)'}; choose from none, "
-                             f"{', '.join(reader.READERS)}")  # fmt: skip
+            raise ValueError(
+                f"unknown reader(s) {', '.join(unknown) or '(none)'}; choose from none, {', '.join(reader.READERS)}"
+            )
 
 
 @dataclass
@@ -191,9 +204,14 @@ class Harness:
     """Shared pieces of every mode: one index, one embedder, one generator, one k."""
 
     def __init__(
-        self, lm: LoadedModel, embedder: Embedder, index: VectorIndex, store: MemoryStore,
-        config: EvalConfig, settings: Settings | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        lm: LoadedModel,
+        embedder: Embedder,
+        index: VectorIndex,
+        store: MemoryStore,
+        config: EvalConfig,
+        settings: Settings | None = None,
+    ) -> None:
         self.lm, self.embedder, self.index, self.store = lm, embedder, index, store
         self.config = config
         self.settings = settings or get_settings()
@@ -224,8 +242,9 @@ class Harness:
 
     def index_document(self, sample: Sample) -> tuple[str, list]:
         kb = f"{CACHE_KB}-{self.memory_key(sample.text).split('-')[0]}"
-        chunks = chunk_document(sample.doc_id, sample.text, self.lm.tokenizer, self.config.chunk_tokens,
-                                self.config.overlap)  # fmt: skip
+        chunks = chunk_document(
+            sample.doc_id, sample.text, self.lm.tokenizer, self.config.chunk_tokens, self.config.overlap
+        )
         self.index.drop(kb)
         self.index.upsert(kb, chunks, self.embedder.encode([c.text for c in chunks]))
         return kb, chunks
@@ -244,63 +263,70 @@ class Harness:
         self, mode: str, sample: Sample, question, kb: str, chunks: list, memory: GlobalMemory | None
     ) -> list[Outcome]:
         """One outcome per reader for the retrieving modes (same evidence), one for qa and full."""
-        stages: dict[str, float] = {}
-        clock = [time.perf_counter()]
-
-        def lap(stage: str) -> None:
-            now = time.perf_counter()
-            stages[stage] = now - clock[0]
-            clock[0] = now
-
-        retrieved: list[str] = []
-        found: list = []
-        given: str | None = None  # the text the generator answers from
-        if mode == "qa":
-            prediction = programs.execute(programs.draft_answer, LocalBackend(self.lm, memory), question=question.text,
-                              max_tokens=self.config.answer_tokens)["answer"]  # fmt: skip
-            lap("answer")
-            return [self._outcome(mode, sample, question, chunks, prediction, given, retrieved, stages)]
-        if mode == "full":
-            given = self.full_context(sample.text, question.text)
-            prediction = self._generate(question.text, given)
-            lap("answer")
-            return [self._outcome(mode, sample, question, chunks, prediction, given, retrieved, stages)]
+        clock = _Laps()
+        if mode in ("qa", "full"):
+            if mode == "qa":  # the memory alone drafts the answer
+                backend, tokens = LocalBackend(self.lm, memory), self.config.answer_tokens
+                draft = programs.execute(programs.draft_answer, backend, question=question.text, max_tokens=tokens)
+                prediction, given = draft["answer"], None
+            else:
+                given = self.full_context(sample.text, question.text)
+                prediction = self._generate(question.text, given)
+            clock.lap("answer")
+            return [self._outcome(mode, sample, question, chunks, prediction, given, [], clock.stages)]
         clues = programs.Clues([], [], "")
         if mode == "memorag":
             clues = programs.write_clues(LocalBackend(self.lm, memory), question.text)
-            lap("clues")
-        found = retrieve(self.index, self.embedder, kb, question.text, clues.hints(), spans=[clues.quote()],
-                         k=self.config.k, fusion=self.config.fusion)  # fmt: skip
-        retrieved = [e.chunk.id for e in found]
-        passages = [e.chunk.text for e in order_evidence(found, self.config.evidence_order)]
-        given = "\n".join(passages)
-        lap("retrieval")
-        outcomes = []
-        for name in self.config.readers:
-            started = time.perf_counter()
-            if name == "none":
-                reading = None
-                prediction = self._generate(question.text, programs.format_evidence(passages))
-            else:
-                ordered = order_evidence(found, self.config.evidence_order)
-                reading = read(self.lm, question.text, ordered, settings=self.settings, how=name,
-                               write=lambda ev: self._generate(question.text, ev))  # fmt: skip
-                prediction = reading.text if reading.supported else ""
-            timed = {**stages, "answer": time.perf_counter() - started}
-            label = mode if name == "none" else f"{mode}/{name}"
-            outcomes.append(self._outcome(label, sample, question, chunks, prediction, given, retrieved, timed,
-                                          reading=reading, reader_name=name, evidence=found))  # fmt: skip
-        return outcomes
+            clock.lap("clues")
+        spans, k, fusion = [clues.quote()], self.config.k, self.config.fusion
+        found = retrieve(self.index, self.embedder, kb, question.text, clues.hints(), spans=spans, k=k, fusion=fusion)
+        clock.lap("retrieval")
+        return [self._read(mode, name, sample, question, chunks, found, clock.stages) for name in self.config.readers]
+
+    def _read(self, mode: str, name: str, sample: Sample, question, chunks, found, stages) -> Outcome:
+        """Answer from the retrieved passages: the generator unchecked (``none``), or the grounded reader."""
+        started = time.perf_counter()
+        ordered = order_evidence(found, self.config.evidence_order)
+        passages = [e.chunk.text for e in ordered]
+        reading = None
+        if name == "none":
+            prediction = self._generate(question.text, programs.format_evidence(passages))
+        else:
+            write = lambda ev: self._generate(question.text, ev)  # noqa: E731
+            reading = read(self.lm, question.text, ordered, settings=self.settings, how=name, write=write)
+            prediction = reading.text if reading.supported else ""
+        timed = {**stages, "answer": time.perf_counter() - started}
+        label = mode if name == "none" else f"{mode}/{name}"
+        retrieved, given = [e.chunk.id for e in found], "\n".join(passages)
+        return self._outcome(
+            label, sample, question, chunks, prediction, given, retrieved, timed,
+            reading=reading, reader_name=name, evidence=found,
+        )  # fmt: skip
 
     def _generate(self, question: str, evidence: str) -> str:
-        return programs.execute(self.answer_program, self.generator, question=question, evidence=evidence,
-                                max_tokens=self.config.answer_tokens)["answer"].strip()  # fmt: skip
+        return programs.execute(
+            self.answer_program,
+            self.generator,
+            question=question,
+            evidence=evidence,
+            max_tokens=self.config.answer_tokens,
+        )["answer"].strip()
 
     def _outcome(
-        self, mode: str, sample: Sample, question, chunks: list, prediction: str, given: str | None,
-        retrieved: list[str], stages: dict[str, float], *, reading: reader.Reading | None = None,
-        reader_name: str = "none", evidence: list | None = None,
-    ) -> Outcome:  # fmt: skip
+        self,
+        mode: str,
+        sample: Sample,
+        question,
+        chunks: list,
+        prediction: str,
+        given: str | None,
+        retrieved: list[str],
+        stages: dict[str, float],
+        *,
+        reading: reader.Reading | None = None,
+        reader_name: str = "none",
+        evidence: list | None = None,
+    ) -> Outcome:
         prediction = prediction.strip()
         golds = list(question.answers)
         gold = gold_chunk_ids(chunks, question.evidence) if retrieved else set()
@@ -308,23 +334,30 @@ class Harness:
         cited = reading.citation if reading is not None and reading.supported else None
         shown_terms = reader.unsupported_terms(prediction, given) if given is not None and prediction else []
         return Outcome(
-            mode=mode, doc_id=sample.doc_id, question=question.text, prediction=prediction, answers=golds,
+            mode=mode,
+            doc_id=sample.doc_id,
+            question=question.text,
+            prediction=prediction,
+            answers=golds,
             f1=best_of(token_f1, prediction, golds),
             em=best_of(exact_match, prediction, golds),
             rougeL=best_of(rouge_l, prediction, golds),
             recall=recall_at_k(gold, retrieved, k) if gold else None,
             hit=hit_at_k(gold, retrieved, k) if gold else None,
             answer_found=answer_in(given, golds) if given is not None else None,
-            latency_s=sum(stages.values()), stages=stages, retrieved=retrieved,
+            latency_s=sum(stages.values()),
+            stages=stages,
+            retrieved=retrieved,
             answer_recall=best_of(answer_recall, prediction, golds),
-            reader=reader_name, path=reading.path if reading else None,
+            reader=reader_name,
+            path=reading.path if reading else None,
             supported=float(reading.supported) if reading is not None else None,
             citation_hit=answer_in(cited.quote, golds) if cited and self.config.short_answers else None,
             unsupported_shown=float(bool(shown_terms)) if given is not None else None,
             top_answer_found=answer_in(max(evidence, key=lambda e: e.score).chunk.text, golds)
             if evidence and self.config.short_answers
             else None,
-        )  # fmt: skip
+        )
 
     def evaluate(self, dataset: str, samples: Iterable[Sample], on_progress: Progress | None = None) -> Report:
         samples = list(samples)
@@ -332,8 +365,10 @@ class Harness:
             if len(samples) < 2:
                 raise ValueError("unanswerable questions need at least two documents (each is asked of the next)")
             nxt = samples[1:] + samples[:1]
-            samples = [Sample(s.doc_id, s.text, [replace(q, evidence=[]) for q in o.questions])
-                       for s, o in zip(nxt, samples, strict=True)]  # fmt: skip
+            samples = [
+                Sample(s.doc_id, s.text, [replace(q, evidence=[]) for q in o.questions])
+                for s, o in zip(nxt, samples, strict=True)
+            ]
         report = Report(dataset, self.config, self.lm.name)
         total = sum(len(self._questions(s)) for s in samples) * len(self.config.modes)
         done = 0

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from agent.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 DEFAULT_MODEL = "default"
 DEFAULT_DIRNAME = "smollm2-135m-instruct"

@@ -19,19 +19,15 @@ from dataclasses import dataclass, field
 
 from agent import adapters, programs, reader
 from agent.backends import LocalBackend, generator_backend
-from agent.memory.errors import MemoryProblem
+from agent.choices import TASKS
 from agent.memory.formation import form_memory, tokenize_document
 from agent.memory.types import GlobalMemory
 from agent.models import LoadedModel, resolve_dtype
 from agent.retrieval import DEFAULT_FUSION, Embedder, Evidence, chunk_document, retrieve
-from agent.settings import Settings, get_settings
+from core.settings import Settings, get_settings
+from store.errors import MemoryProblem
 from store.memories import Manifest, MemoryNotFound, MemoryStore
 from store.vectors import VectorIndex, rrf
-
-TASKS = ("qa", "memorag", "summarize")
-# Dense retrieval fused over question + clues. Adding BM25 lowered recall@5 on
-# QMSum val (0.288 vs 0.384 dense, 16 queries; docs/benchmarks.md).
-HYBRID_RETRIEVAL = False
 
 
 @dataclass
@@ -68,10 +64,18 @@ def memorize(
 
 
 def memorize_document(
-    lm: LoadedModel, embedder: Embedder, store: MemoryStore, index: VectorIndex,
-    kb: str, doc_id: str, text: str, *, settings: Settings | None = None, beta: int | None = None,
+    lm: LoadedModel,
+    embedder: Embedder,
+    store: MemoryStore,
+    index: VectorIndex,
+    kb: str,
+    doc_id: str,
+    text: str,
+    *,
+    settings: Settings | None = None,
+    beta: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
-) -> tuple[GlobalMemory, int]:  # fmt: skip
+) -> tuple[GlobalMemory, int]:
     """Index the document's chunks and store its memory; returns the memory and chunk count."""
     chunks = chunk_document(doc_id, text, lm.tokenizer)
     index.delete_document(kb, doc_id)
@@ -92,9 +96,14 @@ def rehydrate(store: MemoryStore, kb: str, doc: str, lm: LoadedModel) -> GlobalM
 
 
 def recall(
-    store: MemoryStore, kb: str, doc: str, lm: LoadedModel, *,
-    text_of: Callable[[str], str] | None = None, settings: Settings | None = None,
-) -> tuple[GlobalMemory, bool]:  # fmt: skip
+    store: MemoryStore,
+    kb: str,
+    doc: str,
+    lm: LoadedModel,
+    *,
+    text_of: Callable[[str], str] | None = None,
+    settings: Settings | None = None,
+) -> tuple[GlobalMemory, bool]:
     """The document's memory, rebuilt from its text when missing, corrupt or from another model."""
     try:
         return rehydrate(store, kb, doc, lm), False
@@ -120,10 +129,19 @@ def route_documents(
 
 
 def answer(
-    lm: LoadedModel, embedder: Embedder, store: MemoryStore, index: VectorIndex,
-    kb: str, doc_ids: list[str], question: str, *, task: str = "memorag", k: int = 5,
-    settings: Settings | None = None, text_of: Callable[[str], str] | None = None,
-) -> Answer:  # fmt: skip
+    lm: LoadedModel,
+    embedder: Embedder,
+    store: MemoryStore,
+    index: VectorIndex,
+    kb: str,
+    doc_ids: list[str],
+    question: str,
+    *,
+    task: str = "memorag",
+    k: int = 5,
+    settings: Settings | None = None,
+    text_of: Callable[[str], str] | None = None,
+) -> Answer:
     """Answer ``question`` from the most relevant memories among ``doc_ids`` and the knowledge base's chunks."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
@@ -160,7 +178,7 @@ def answer(
     lap("clues")
     query = question if task == "memorag" else "key points of the document"
     fusion = adapters.loaded_fusion(lm) or DEFAULT_FUSION  # a trained span writer brings the fusion it was gated with
-    evidence = retrieve(index, embedder, kb, query, clues, spans=quotes, k=k, hybrid=HYBRID_RETRIEVAL, fusion=fusion)
+    evidence = retrieve(index, embedder, kb, query, clues, spans=quotes, k=k, fusion=fusion)
     clues = [*(line for quote in quotes for line in quote.splitlines()), *clues]
     lap("retrieval")
     reading = read(lm, question, evidence, task=task, settings=settings)
@@ -170,9 +188,15 @@ def answer(
 
 
 def read(
-    lm: LoadedModel, question: str, evidence: list[Evidence], *, task: str = "memorag",
-    settings: Settings | None = None, how: str | None = None, write: Callable[[str], str] | None = None,
-) -> reader.Reading:  # fmt: skip
+    lm: LoadedModel,
+    question: str,
+    evidence: list[Evidence],
+    *,
+    task: str = "memorag",
+    settings: Settings | None = None,
+    how: str | None = None,
+    write: Callable[[str], str] | None = None,
+) -> reader.Reading:
     """The answer step: extracted and ranked by the local model, or written by the generator; always checked.
 
     ``how`` overrides ``MEMORAG_READER``; ``write`` (formatted passages -> text) replaces the generator's

@@ -11,12 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import sglang as sgl
-
-if TYPE_CHECKING:
-    from agent.memory.copying import CopySource
 
 PROMPTS = {
     "recall_spans": (
@@ -74,6 +70,29 @@ def draft_answer(s, question: str, max_tokens: int = ANSWER_TOKENS, heat: float 
 def key_points(s, max_tokens: int = CLUE_TOKENS, heat: float = 0.0):
     s += sgl.user(PROMPTS["key_points"])
     s += sgl.assistant(sgl.gen("clues", max_tokens=max_tokens, temperature=heat))
+
+
+# The clue programs' token budgets: what their answers use on the sample and the
+# essays, with room to spare (a span line is ~25 tokens, a question ~15).
+CLUE_PARTS = {
+    "spans": ("recall_spans", 128),
+    "questions": ("surrogate_questions", 96),
+    "draft": ("draft_answer", 64),
+}
+
+
+@sgl.function
+def clues(s, question: str, parts: tuple[str, ...] = tuple(CLUE_PARTS), n: int = 4, heat: float = 0.0):
+    """Several clue programs over the same memory, forked so a batching backend decodes them together."""
+    branches = s.fork(len(parts))
+    for i, part in enumerate(parts):
+        prompt, tokens = CLUE_PARTS[part]
+        branches[i] += sgl.user(PROMPTS[prompt].format(question=question, n=n))
+        branches[i] += sgl.assistant(sgl.gen(part, max_tokens=tokens, temperature=heat))
+    branches.join()
+    failed = [branch.error() for branch in branches.states if branch.error()]
+    if failed:  # a branch keeps its error to itself; the caller should see it
+        raise failed[0]
 
 
 @sgl.function
@@ -147,10 +166,6 @@ class Clues:
     questions: list[str]
     draft: str
 
-    def queries(self) -> list[str]:
-        """Every clue as a retrieval query (the draft counts when it says something)."""
-        return [*self.spans, *self.hints()]
-
     def hints(self) -> list[str]:
         """The clues other than the spans: sharper questions and the draft."""
         return [*self.questions, *([self.draft] if len(_words(self.draft)) >= MIN_WORDS else [])]
@@ -160,35 +175,47 @@ class Clues:
         return "\n".join(self.spans)
 
 
-def write_spans(
-    backend, question: str, *, temperature: float = 0.0, adapter: bool = True, copy_from: CopySource | None = None
-) -> list[str]:
+def write_spans(backend, question: str, *, temperature: float = 0.0, adapter: bool = True) -> list[str]:
     """The evidence spans the memory recalls for ``question``.
 
     They are what RLGF trains, so they are written with the clue adapter when
-    one is loaded (``adapter=False`` forces the base model). With
-    ``copy_from`` (the document), each span is a verbatim run of it.
+    one is loaded (``adapter=False`` forces the base model).
     """
     if hasattr(backend, "with_adapter"):
         backend = backend.with_adapter(adapter)
-    if copy_from is not None:
-        backend = backend.with_copying(copy_from)
     return clean_lines(execute(recall_spans, backend, question=question, heat=temperature)["clues"], question)
 
 
 def write_hints(backend, question: str, *, temperature: float = 0.0) -> tuple[list[str], str]:
     """Sharper questions and a draft answer, from the base model (no adapter)."""
+    written = _write_together(backend, question, ("questions", "draft"), temperature)
+    return clean_lines(written["questions"], question), written["draft"].strip()
+
+
+def write_clues(backend, question: str, *, temperature: float = 0.0, adapter: bool = True) -> Clues:
+    """The three clue programs on a memory-bound backend: spans (see ``write_spans``), questions, draft.
+
+    On the local backend they decode as one batch over the memory (``clues``);
+    spans leave the batch only when a trained adapter writes them (the hints
+    stay the base model's).
+    """
+    if adapter and getattr(backend, "has_adapter", lambda: False)():
+        spans = write_spans(backend, question, temperature=temperature)
+        questions, draft = write_hints(backend, question, temperature=temperature)
+        return Clues(spans=spans, questions=questions, draft=draft)
+    written = _write_together(backend, question, ("spans", "questions", "draft"), temperature)
+    return Clues(
+        spans=clean_lines(written["spans"], question),
+        questions=clean_lines(written["questions"], question),
+        draft=written["draft"].strip(),
+    )
+
+
+def _write_together(backend, question: str, parts: tuple[str, ...], temperature: float) -> dict[str, str]:
+    """Run the ``clues`` program for ``parts``, batched when the backend can decode branches together."""
     if hasattr(backend, "with_adapter"):
         backend = backend.with_adapter(False)
-    questions = execute(surrogate_questions, backend, question=question, heat=temperature)["clues"]
-    draft = execute(draft_answer, backend, question=question, heat=temperature)["answer"]
-    return clean_lines(questions, question), draft.strip()
-
-
-def write_clues(
-    backend, question: str, *, temperature: float = 0.0, adapter: bool = True, copy_from: CopySource | None = None
-) -> Clues:
-    """The three clue programs on a memory-bound backend: spans (see ``write_spans``), questions, draft."""
-    spans = write_spans(backend, question, temperature=temperature, adapter=adapter, copy_from=copy_from)
-    questions, draft = write_hints(backend, question, temperature=temperature)
-    return Clues(spans=spans, questions=questions, draft=draft)
+    if hasattr(backend, "batched"):
+        backend = backend.batched(len(parts))
+    state = execute(clues, backend, question=question, parts=parts, heat=temperature)
+    return {part: state[part][0] for part in parts}

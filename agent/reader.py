@@ -24,11 +24,11 @@ from dataclasses import asdict, dataclass
 
 from agent import programs
 from agent.chat import chat_prompt, end_of_turn_ids
+from agent.choices import READERS
 from agent.memory.decoding import score_continuations
 from agent.models import LoadedModel
 from agent.retrieval import Evidence
 
-READERS = ("auto", "extract", "generate")
 # A best sentence covering less of the question's weight than this holds no answer: chosen on a
 # dev split of L-Eval NQ (answerable questions vs. the same questions asked of another document).
 MIN_SUPPORT = 0.4

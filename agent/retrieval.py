@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from agent import choices
+from agent.choices import EVIDENCE_ORDERS
 from store.vectors import Chunk, VectorIndex, rrf
 
 DEFAULT_CHUNK_TOKENS = 256
@@ -94,13 +96,6 @@ def chunk_document(
     return chunks
 
 
-def chunk_for_token(chunks: list[Chunk], token_index: int) -> Chunk | None:
-    """The first chunk whose token span holds ``token_index`` (memory token -> text)."""
-    ends = [c.token_end for c in chunks]
-    i = bisect.bisect_right(ends, token_index)
-    return chunks[i] if i < len(chunks) and chunks[i].token_start <= token_index else None
-
-
 class Embedder:
     """Sentence embeddings (normalized) from sentence-transformers."""
 
@@ -152,7 +147,6 @@ class Evidence:
 
 # How passages are laid out for the generator. A small generator's answer moves with the
 # order of the same passages (docs/evaluation.md), so the harness can measure that.
-EVIDENCE_ORDERS = ("document", "best-last", "best-first")
 
 
 def order_evidence(evidence: Sequence[Evidence], order: str = "document") -> list[Evidence]:
@@ -192,32 +186,20 @@ class Fusion:
     span_share: float | None = None
 
 
+# The fusions that serve queries. Chosen on QMSum train among the presets in
+# ops/bench/fusions.py (docs/benchmarks.md): anchored clues sharing the question's
+# weight (+0.002 recall@5 over the question alone, where one RRF vote per clue lost
+# 0.03) for the base model; a trained span writer's spans searching as one quote
+# weighing twice the question (gold spans +0.056 over rag, against +0.002), so what
+# RLGF teaches it is not diluted by the base model's other clues. A stored adapter
+# names the fusion it was gated with; both names stay for as long as adapters may.
 FUSIONS: dict[str, Fusion] = {
-    "rrf": Fusion(),
-    "rrf_share0.5": Fusion(clue_share=0.5),
-    "rrf_share1": Fusion(clue_share=1.0),
-    "rrf_share2": Fusion(clue_share=2.0),
-    "anchored": Fusion(anchored=True),
-    "anchored_share0.5": Fusion(clue_share=0.5, anchored=True),
     "anchored_share1": Fusion(clue_share=1.0, anchored=True),
-    "rocchio0.25": Fusion(rocchio=0.25),
-    "rocchio0.5": Fusion(rocchio=0.5),
-    "rocchio1": Fusion(rocchio=1.0),
-    "anchored_share1_pool10": Fusion(clue_share=1.0, anchored=True, pool=10),
-    "rrf_pool10": Fusion(pool=10),
-    "anchored_spans1": Fusion(clue_share=1.0, anchored=True, span_share=1.0),
-    "anchored_spans1_share0.5": Fusion(clue_share=0.5, anchored=True, span_share=1.0),
-    "anchored_spans1_share0": Fusion(clue_share=0.0, anchored=True, span_share=1.0),
     "anchored_spans2_share1": Fusion(clue_share=1.0, anchored=True, span_share=2.0),
-    "anchored_spans0.5_share1": Fusion(clue_share=1.0, anchored=True, span_share=0.5),
 }
-# Chosen on QMSum train (30 questions, ops/bench/retrieval.py --fusions all; docs/benchmarks.md):
-# one RRF vote per clue lost 0.03 recall@5 to the question alone (8 of 30
-# questions worse); anchored clues sharing the question's weight: +0.002.
-# A pool of the question's top 10 left recall unchanged on those 30 questions; it is not
-# the default because on multi-hop sets clues exist to reach what the question
-# ranks low (docs/evaluation.md, pooled run).
 DEFAULT_FUSION = "anchored_share1"
+ADAPTER_FUSION = "anchored_spans2_share1"  # what trained span writers are rewarded, gated and queried with
+assert tuple(FUSIONS) == choices.FUSIONS, "agent.choices.FUSIONS must name exactly the fusions"
 
 
 def retrieve(
@@ -230,13 +212,14 @@ def retrieve(
     spans: Sequence[str] = (),
     k: int = 5,
     depth: int = 20,
-    hybrid: bool = False,
     fusion: str | Fusion = DEFAULT_FUSION,
 ) -> list[Evidence]:
     """Search with the question and every clue, fuse (see ``Fusion``), return top-k in document order.
 
     ``spans``: quotes of evidence, one per memory, its lines separated by newlines.
     """
+    if isinstance(fusion, str) and fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
     plan = FUSIONS[fusion] if isinstance(fusion, str) else fusion
     quotes = [q.strip() for q in spans if q.strip()]
     if plan.span_share is None:
@@ -249,8 +232,7 @@ def retrieve(
         moved = vectors[0] + plan.rocchio * vectors[1:].mean(axis=0)
         vectors = (moved / np.linalg.norm(moved))[None].astype(np.float32)
         quotes, clues, texts = [], [], []
-    queries = [question, *texts]
-    ranked = index.search(kb, vectors, depth, text=queries if hybrid else None)
+    ranked = index.search(kb, vectors, depth)
     by_id = {chunk.id: chunk for hits in ranked for chunk, _ in hits}
     rankings = [[chunk.id for chunk, _ in hits] for hits in ranked]
     if plan.clue_share is None:

@@ -5,5 +5,6 @@ cd "$(dirname "$0")/.."
 bash ops/setup.sh
 echo "== ruff"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 echo "== pytest"
 .venv/bin/python -m pytest "$@"

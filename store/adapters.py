@@ -38,8 +38,13 @@ class AdapterRegistry:
         """Store new adapter weights as a version (not promoted); returns the version name."""
         sha = hashlib.sha256(data).hexdigest()
         with db.session() as s:
-            row = AdapterVersion(version=f"pending-{sha[:16]}", base_fingerprint=base_fingerprint, redis_key="",
-                                 sha256=sha, metrics=metrics)  # fmt: skip
+            row = AdapterVersion(
+                version=f"pending-{sha[:16]}",
+                base_fingerprint=base_fingerprint,
+                redis_key="",
+                sha256=sha,
+                metrics=metrics,
+            )
             s.add(row)
             s.flush()
             row.version = f"a{row.id}-{sha[:8]}"
@@ -76,9 +81,10 @@ class AdapterRegistry:
         """Promote the version promoted before the current one (or none); returns what is now promoted."""
         with db.session() as s:
             history = s.exec(
-                select(AdapterVersion).where(AdapterVersion.promoted_at.is_not(None)).order_by(
-                    AdapterVersion.promoted_at.desc(), AdapterVersion.id.desc())
-            ).all()  # fmt: skip
+                select(AdapterVersion)
+                .where(AdapterVersion.promoted_at.is_not(None))
+                .order_by(AdapterVersion.promoted_at.desc(), AdapterVersion.id.desc())
+            ).all()
             current = next((r for r in history if r.promoted), None)
             if current is None:
                 raise AdapterNotFound("no adapter is promoted; nothing to roll back")

@@ -21,9 +21,9 @@ from typing import Any
 from sqlalchemy import JSON, Column, Text, UniqueConstraint, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Field, Session, SQLModel, create_engine
+from sqlmodel import Field, Session, SQLModel, create_engine, select
 
-from agent.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from store.redis import StoreUnavailable
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -159,6 +159,17 @@ class AdapterVersion(SQLModel, table=True):
     promoted: bool = False
     created_at: datetime = Field(default_factory=utcnow)
     promoted_at: datetime | None = None
+
+
+def ready_documents(s: Session, kb_id: int) -> list[int]:
+    """The knowledge base's documents a question can be answered from, in id order."""
+    query = select(Document.id).where(Document.kb_id == kb_id, Document.status == Status.ready)
+    return list(s.exec(query.order_by(Document.id)).all())
+
+
+def no_ready_documents(kb_name: str) -> str:
+    """Why a question to this knowledge base cannot be answered yet (the manager and workers say the same)."""
+    return f"knowledge base {kb_name!r} has no ready documents"
 
 
 # engines ----------------------------------------------------------------------

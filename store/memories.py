@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import redis
 
-from agent.memory.errors import CorruptMemory, IncompatibleMemory
+from store.errors import CorruptMemory, IncompatibleMemory
 from store.redis import StoreUnavailable
 
 CHUNK_BYTES = 8 * 1024 * 1024

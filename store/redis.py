@@ -19,7 +19,7 @@ from pathlib import Path
 
 import redis
 
-from agent.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 
 class StoreUnavailable(RuntimeError):
@@ -73,12 +73,29 @@ def start_embedded(settings: Settings | None = None, timeout: float = 15.0) -> s
         port = _free_port()
         command = [
             str(get_binary_path()),
-            "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
-            "--dir", str(directory), "--daemonize", "yes",
-            "--pidfile", str(directory / "valkey.pid"), "--logfile", str(directory / "valkey.log"),
-            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "300 10",
-            "--proto-max-bulk-len", "512mb",
-        ]  # fmt: skip
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--protected-mode",
+            "yes",
+            "--dir",
+            str(directory),
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            str(directory / "valkey.pid"),
+            "--logfile",
+            str(directory / "valkey.log"),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "300 10",
+            "--proto-max-bulk-len",
+            "512mb",
+        ]
         subprocess.run(command, check=True, cwd=directory, stdout=subprocess.DEVNULL)
         url = f"redis://127.0.0.1:{port}/0"
         deadline = time.monotonic() + timeout

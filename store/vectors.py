@@ -56,8 +56,8 @@ class VectorIndex(Protocol):
 
     def delete_document(self, kb: str, doc_id: str) -> int: ...
 
-    def search(self, kb: str, vectors: np.ndarray, k: int, text: list[str] | None = None) -> list[Hits]:
-        """One ranked list per query vector; ``text`` (one per vector) adds keyword ranking."""
+    def search(self, kb: str, vectors: np.ndarray, k: int) -> list[Hits]:
+        """One ranked list per query vector, best first, with cosine scores."""
         ...
 
     def count(self, kb: str) -> int: ...
@@ -71,7 +71,6 @@ class _Snapshot:
     ids: list[str]
     chunks: list[Chunk]
     matrix: np.ndarray
-    bm25: object | None = None
 
 
 def rrf(rankings: list[list[str]], weights: list[float] | None = None, k: int = 60) -> dict[str, float]:
@@ -167,7 +166,7 @@ class EmbeddedIndex:
             self._cache[kb] = snap
         return snap
 
-    def search(self, kb: str, vectors: np.ndarray, k: int, text: list[str] | None = None) -> list[Hits]:
+    def search(self, kb: str, vectors: np.ndarray, k: int) -> list[Hits]:
         snap = self._snapshot(kb)
         queries = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if not snap.ids:
@@ -175,27 +174,11 @@ class EmbeddedIndex:
         scores = queries @ snap.matrix.T
         k = min(k, len(snap.ids))
         results: list[Hits] = []
-        for qi, row in enumerate(scores):
-            if text is not None:
-                top = self._hybrid(snap, row, text[qi], k)
-            else:
-                top = np.argpartition(-row, k - 1)[:k]
-                top = top[np.argsort(-row[top])]
+        for row in scores:
+            top = np.argpartition(-row, k - 1)[:k]
+            top = top[np.argsort(-row[top])]
             results.append([(snap.chunks[i], float(row[i])) for i in top])
         return results
-
-    def _hybrid(self, snap: _Snapshot, dense: np.ndarray, query: str, k: int) -> list[int]:
-        """Dense and BM25 rankings fused by RRF (depth 4k each)."""
-        if snap.bm25 is None:
-            from rank_bm25 import BM25Okapi
-
-            snap.bm25 = BM25Okapi([tokenize_words(c.text) for c in snap.chunks])
-        depth = min(len(snap.ids), 4 * k)
-        keyword = snap.bm25.get_scores(tokenize_words(query))
-        dense_rank = np.argsort(-dense)[:depth].tolist()
-        bm25_rank = np.argsort(-keyword)[:depth].tolist()
-        fused = rrf([dense_rank, bm25_rank])
-        return sorted(fused, key=fused.get, reverse=True)[:k]
 
 
 def open_index(client: redis.Redis, settings) -> VectorIndex:
@@ -205,12 +188,6 @@ def open_index(client: redis.Redis, settings) -> VectorIndex:
 
         return WeaviateIndex(settings.weaviate_url, settings.weaviate_grpc_port, api_key=settings.weaviate_api_key)
     return EmbeddedIndex(client)
-
-
-def tokenize_words(text: str) -> list[str]:
-    import re
-
-    return re.findall(r"[a-z0-9]+", text.lower())
 
 
 def _normalize(vector: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 One collection with multi-tenancy: each knowledge base is a tenant, created
 on demand, so isolation is enforced by the server. Vectors are self-provided
-(the project's embedder); ``text`` turns a search into a hybrid one.
+(the project's embedder).
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ class WeaviateIndex:
         result = self._collection(kb).data.delete_many(where=Filter.by_property("doc_id").equal(doc_id))
         return int(result.matches)
 
-    def search(self, kb: str, vectors: np.ndarray, k: int, text: list[str] | None = None) -> list[Hits]:
+    def search(self, kb: str, vectors: np.ndarray, k: int) -> list[Hits]:
         from weaviate.classes.query import MetadataQuery
 
         queries = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
@@ -128,17 +128,11 @@ class WeaviateIndex:
             return [[] for _ in queries]
         collection = self._collection(kb)
         results: list[Hits] = []
-        for i, vector in enumerate(queries):
-            if text is not None:
-                reply = collection.query.hybrid(
-                    query=text[i], vector=vector.tolist(), limit=k, return_metadata=MetadataQuery(score=True)
-                )
-                results.append([(_chunk(o.properties), float(o.metadata.score or 0.0)) for o in reply.objects])
-            else:
-                reply = collection.query.near_vector(
-                    near_vector=vector.tolist(), limit=k, return_metadata=MetadataQuery(distance=True)
-                )
-                results.append([(_chunk(o.properties), 1.0 - float(o.metadata.distance or 0.0)) for o in reply.objects])
+        for vector in queries:
+            reply = collection.query.near_vector(
+                near_vector=vector.tolist(), limit=k, return_metadata=MetadataQuery(distance=True)
+            )
+            results.append([(_chunk(o.properties), 1.0 - float(o.metadata.distance or 0.0)) for o in reply.objects])
         return results
 
     def count(self, kb: str) -> int:

@@ -89,21 +89,22 @@ class Servicer(weaviate_pb2_grpc.WeaviateServicer):
     def Search(self, request, context):
         self.store.requests.append(("Search", request))
         objects = self._objects(request.collection, request.tenant, context)
-        query = _vector(request.near_vector if request.HasField("near_vector") else request.hybrid_search)
+        query = _vector(request.near_vector)
         scored = []
         for key, (props, vector) in objects.items():
             cosine = float(query @ vector / (np.linalg.norm(query) * np.linalg.norm(vector) + 1e-9))
-            if request.HasField("hybrid_search"):
-                words = set(re.findall(r"\w+", request.hybrid_search.query.lower()))
-                cosine += 0.1 * len(words & set(re.findall(r"\w+", str(props.get("text", "")).lower())))
             scored.append((cosine, key, props))
         scored.sort(key=lambda x: -x[0])
         results = []
         for score, key, props in scored[: request.limit or 10]:
             metadata = search_get_pb2.MetadataResult(
-                id=key, id_as_bytes=uuidlib.UUID(key).bytes, distance=1.0 - score, distance_present=True,
-                score=score, score_present=True,
-            )  # fmt: skip
+                id=key,
+                id_as_bytes=uuidlib.UUID(key).bytes,
+                distance=1.0 - score,
+                distance_present=True,
+                score=score,
+                score_present=True,
+            )
             properties = search_get_pb2.PropertiesResult(
                 non_ref_props=properties_pb2.Properties(fields={k: _value(v) for k, v in props.items()})
             )

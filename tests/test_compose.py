@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import yaml
 
-from agent.settings import Settings
+from core.settings import Settings
 from workers.app import QUEUES
 
 COMPOSE = Path(__file__).resolve().parents[1] / "ops" / "compose.yaml"
@@ -19,7 +18,7 @@ def test_compose_has_the_production_shape_and_only_known_settings():
     assert {"redis", "postgres", "weaviate", "sglang", "memory-worker", "query-worker", "train-worker", "beat"} <= set(
         services
     )
-    known = {f"MEMORAG_{f.name.upper()}" for f in dataclasses.fields(Settings)}
+    known = {f"MEMORAG_{name.upper()}" for name in Settings.model_fields}
     served: set[str] = set()
     for name in ("memory-worker", "query-worker", "train-worker", "beat", "manager"):
         service = services[name]

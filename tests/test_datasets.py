@@ -56,8 +56,10 @@ def test_longbench_prompts_split_into_context_and_question(tmp_path):
     from agent.datasets import load_longbench
 
     instruction = "Answer the question based on the given passages. Only give me the answer."
-    prompt = (f"{instruction}\n\nThe following are given passages.\nPassage 1:\nAlpha is a city.\n\n"
-              f"Passage 2:\nBeta is a river.\n\n{instruction}\n\nQuestion: What is Beta?\nAnswer:")  # fmt: skip
+    prompt = (
+        f"{instruction}\n\nThe following are given passages.\nPassage 1:\nAlpha is a city.\n\n"
+        f"Passage 2:\nBeta is a river.\n\n{instruction}\n\nQuestion: What is Beta?\nAnswer:"
+    )
     path = tmp_path / "hotpotqa.json"
     path.write_text(json.dumps({"0": {"origin_prompt": prompt, "gold": ["a river"], "prediction": "", "time": 0}}))
     (sample,) = load_longbench(path)

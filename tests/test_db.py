@@ -11,7 +11,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from agent.settings import Settings
+from core.settings import Settings
 from store import db
 
 PG_ADMIN = os.environ.get("MEMORAG_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -142,10 +142,18 @@ def test_a_database_at_revision_0001_upgrades_and_keeps_its_feedback(tmp_path):
         conn.execute(
             text("INSERT INTO knowledge_base (id, name, description, created_at) VALUES (1, 'kb', '', '2026-01-01')")
         )
-        conn.execute(text("INSERT INTO query (id, kb_id, text, task, status, created_at) "
-                          "VALUES (1, 1, 'q?', 'memorag', 'done', '2026-01-01')"))  # fmt: skip
-        conn.execute(text("INSERT INTO feedback (id, query_id, rating, source, created_at) "
-                          "VALUES (1, 1, -1, 'user', '2026-01-01')"))  # fmt: skip
+        conn.execute(
+            text(
+                "INSERT INTO query (id, kb_id, text, task, status, created_at) "
+                "VALUES (1, 1, 'q?', 'memorag', 'done', '2026-01-01')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO feedback (id, query_id, rating, source, created_at) "
+                "VALUES (1, 1, -1, 'user', '2026-01-01')"
+            )
+        )
     settings = Settings(home=tmp_path, database_url=url)
     db.get_engine(settings)  # first use migrates to the head
     with db.session(settings) as s:

@@ -7,8 +7,8 @@ import torch
 
 from agent.chat import chat_prompt
 from agent.memory.decoding import SamplingParams, continuation_logprob, generate, stream_generate
-from agent.memory.errors import IncompatibleMemory
 from agent.memory.formation import form_memory, tokenize_document
+from store.errors import IncompatibleMemory
 from tests.conftest import essays_text
 
 FACT = "The access code for the north archive is 4721."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from agent.settings import get_settings
+from core.settings import get_settings
 from store.redis import connect, embedded_url, redis_url, start_embedded, stop_embedded
 
 

@@ -153,8 +153,22 @@ def test_eval_command_prints_the_table_and_writes_json(tmp_path, tiny_long_model
     monkeypatch.setenv("MEMORAG_REDIS_URL", valkey_url)
     monkeypatch.setenv("MEMORAG_HOME", str(tmp_path / "home"))
     data, out = _slice(tmp_path, "longbench"), tmp_path / "out" / "eval.json"
-    args = ["eval", str(data), "--format", "longbench", "--limit", "2", "--beta", "8", "--k", "3",
-            "--answer-tokens", "4", "--json", str(out)]  # fmt: skip
+    args = [
+        "eval",
+        str(data),
+        "--format",
+        "longbench",
+        "--limit",
+        "2",
+        "--beta",
+        "8",
+        "--k",
+        "3",
+        "--answer-tokens",
+        "4",
+        "--json",
+        str(out),
+    ]
     result = CliRunner().invoke(manage.cli, args)
     assert result.exit_code == 0, result.output
     for mode in MODES:
@@ -170,8 +184,8 @@ def test_eval_command_prints_the_table_and_writes_json(tmp_path, tiny_long_model
     assert wrong.exit_code == 2 and "is not a qmsum file" in wrong.output
     unknown = CliRunner().invoke(manage.cli, [*args[:-2], "--modes", "rag,nope"])
     assert unknown.exit_code == 2 and "unknown mode" in unknown.output
-    pooled = CliRunner().invoke(manage.cli, [*args, "--modes", "memorag", "--fusion", "rrf_pool10"])
-    assert pooled.exit_code == 0 and json.loads(out.read_text())["config"]["fusion"] == "rrf_pool10"
+    quoted = CliRunner().invoke(manage.cli, [*args, "--modes", "memorag", "--fusion", "anchored_spans2_share1"])
+    assert quoted.exit_code == 0 and json.loads(out.read_text())["config"]["fusion"] == "anchored_spans2_share1"
     ordered = CliRunner().invoke(manage.cli, [*args, "--modes", "rag", "--evidence-order", "best-last"])
     assert ordered.exit_code == 0 and json.loads(out.read_text())["config"]["evidence_order"] == "best-last"
 

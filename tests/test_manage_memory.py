@@ -97,8 +97,12 @@ def test_unreachable_redis_names_the_url(env, monkeypatch):
 def test_subprocess_error_has_no_traceback(env):
     result = subprocess.run(
         [sys.executable, "manage.py", "memory", "build", "/no/such/file.txt"],
-        cwd=ROOT, capture_output=True, text=True, env=os.environ.copy(), timeout=120,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == "error: /no/such/file.txt: no such file"
 

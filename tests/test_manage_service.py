@@ -19,10 +19,26 @@ from store import db
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = [
-    [], ["up"], ["down"], ["worker"], ["beat"], ["kb"], ["kb", "create"], ["kb", "list"], ["kb", "show"],
-    ["kb", "delete"], ["ingest"], ["docs"], ["remove"], ["ask"], ["status"], ["result"], ["feedback"],
-    ["models", "prepare"], ["memory", "build"],
-]  # fmt: skip
+    [],
+    ["up"],
+    ["down"],
+    ["worker"],
+    ["beat"],
+    ["kb"],
+    ["kb", "create"],
+    ["kb", "list"],
+    ["kb", "show"],
+    ["kb", "delete"],
+    ["ingest"],
+    ["docs"],
+    ["remove"],
+    ["ask"],
+    ["status"],
+    ["result"],
+    ["feedback"],
+    ["models", "prepare"],
+    ["memory", "build"],
+]
 
 
 def run(*args: str):
@@ -97,8 +113,9 @@ def test_unreachable_redis_and_database_are_named(env, monkeypatch):
 
 
 def manage(*args: str, env: dict, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_up_and_down_twice_in_a_row_as_subprocesses(clean_home, tmp_path):
@@ -124,15 +141,26 @@ def test_up_and_down_twice_in_a_row_as_subprocesses(clean_home, tmp_path):
 
 
 @pytest.mark.model
-def test_a_worker_killed_while_ingesting_leaves_the_document_ready_exactly_once(clean_home, valkey_url, redis_client,
-                                                                                tmp_path):  # fmt: skip
-    env = dict(os.environ, MEMORAG_REDIS_URL=valkey_url, MEMORAG_DATABASE_URL=f"sqlite:///{tmp_path / 'records.db'}",
-               MEMORAG_TASK_TIMEOUT_S="12", MEMORAG_BETA="4")  # fmt: skip
+def test_a_worker_killed_while_ingesting_leaves_the_document_ready_exactly_once(
+    clean_home, valkey_url, redis_client, tmp_path
+):
+    env = dict(
+        os.environ,
+        MEMORAG_REDIS_URL=valkey_url,
+        MEMORAG_DATABASE_URL=f"sqlite:///{tmp_path / 'records.db'}",
+        MEMORAG_TASK_TIMEOUT_S="12",
+        MEMORAG_BETA="4",
+    )
     assert manage("kb", "create", "town", env=env).returncode == 0
 
     def worker() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "manage.py", "worker", "--loglevel", "WARNING"], cwd=ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "manage.py", "worker", "--loglevel", "WARNING"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def document() -> db.Document:
         with db.session() as s:

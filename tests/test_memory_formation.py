@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import pytest
 import torch
 
-from agent.memory.errors import CorruptMemory, IncompatibleMemory
 from agent.memory.formation import form_memory, memory_length, peak_positions, required_beta
-from agent.memory.scorers import KeyNorm, ObservationAttention, get_scorer
+from agent.memory.scorers import KeyNorm, SnapKV, Surprisal, get_scorer
 from agent.memory.types import GlobalMemory
+from store.errors import CorruptMemory, IncompatibleMemory
 
 
 def _ids(n: int, seed: int = 0) -> list[int]:
@@ -40,7 +41,7 @@ def test_document_far_beyond_position_range(tiny_lm):
     memory = form_memory(tiny_lm, ids, beta=16, window=128)
     assert len(memory) == sum(math.ceil(min(128, 6000 - s) / 16) for s in range(0, 6000, 128))
     assert len(memory) + 128 <= tiny_lm.max_positions
-    assert memory.covered_tokens().max() > 5800  # the end of the document is remembered
+    assert memory.token_indices.max() > 5800  # the end of the document is remembered
 
 
 def test_too_little_compression_is_refused(tiny_lm):
@@ -79,7 +80,7 @@ def test_damaged_bytes_and_foreign_models_are_refused(tiny_lm):
 def test_key_norm_keeps_the_smallest_keys():
     keys = torch.ones(1, 1, 10, 4)
     keys[0, 0, 7] *= 0.01
-    scores = KeyNorm()(None, keys, memory_len=4)
+    scores = KeyNorm().score(None, keys, memory_len=4)
     assert scores.shape == (1, 6) and int(scores.argmax()) == 3
 
 
@@ -89,32 +90,10 @@ def test_observation_attention_finds_the_token_queries_look_at():
     target = torch.randn(8)
     keys[0, 0, 15] = target * 3  # window token 5 (memory is 10 long)
     queries = target.expand(1, 2, 4, 8).clone()  # 2 query heads share the KV head
-    scores = ObservationAttention(pool=1, observers=4)(queries, keys, memory_len=10)
+    scores = SnapKV(pool=1, last_queries=4).score(queries, keys, memory_len=10)
     assert scores.shape == (1, 30) and int(scores.argmax()) == 5
     with pytest.raises(ValueError, match="unknown scorer"):
         get_scorer("nope")
-
-
-def test_spread_observers_keep_a_fact_the_window_never_returns_to():
-    from agent.memory.scorers import SpreadObservation
-
-    torch.manual_seed(0)
-    memory_len, width, dim = 10, 30, 8
-    keys = torch.randn(1, 1, memory_len + width, dim) * 0.1
-    fact, ending = torch.randn(dim), torch.randn(dim)
-    keys[0, 0, memory_len + 2] = fact * 3  # stated early in the window...
-    keys[0, 0, memory_len + 25] = ending * 3  # ...while the window ends on something else
-
-    def queries_at(offsets: torch.Tensor) -> torch.Tensor:
-        rows = [fact if int(o) < 15 else ending for o in offsets]
-        return torch.stack(rows).expand(1, 2, -1, dim).clone()
-
-    spread, last = SpreadObservation(pool=1, observers=6), ObservationAttention(pool=1, observers=6)
-    assert spread.observers(width).tolist() == [0, 6, 12, 17, 23, 29]
-    kept_by_spread = spread(queries_at(spread.observers(width)), keys, memory_len).topk(2).indices[0].tolist()
-    kept_by_last = last(queries_at(last.observers(width)), keys, memory_len).topk(2).indices[0].tolist()
-    assert 2 in kept_by_spread and 25 in kept_by_spread
-    assert 2 not in kept_by_last
 
 
 def test_every_scorer_forms_a_memory(tiny_lm):
@@ -126,23 +105,16 @@ def test_every_scorer_forms_a_memory(tiny_lm):
         assert memory.meta.scorer == name and len(memory) == sum(-(-min(64, 200 - s) // 4) for s in range(0, 200, 64))
 
 
-class _RecordingSurprisal:
+@dataclass
+class _RecordingSurprisal(Surprisal):
     """The surprisal scorer, keeping what formation handed it for each window."""
 
-    name, needs_surprisal = "surprisal", True
+    seen: list[torch.Tensor] = field(default_factory=list)
 
-    def __init__(self) -> None:
-        from agent.memory.scorers import Surprisal
-
-        self.inner, self.seen = Surprisal(), []
-
-    def observers(self, width: int) -> torch.Tensor:
-        return torch.arange(0)
-
-    def __call__(self, queries, keys, memory_len, surprisal=None):
+    def score(self, queries, keys, memory_len, surprisal=None):
         if not self.seen or self.seen[-1] is not surprisal:
             self.seen.append(surprisal)
-        return self.inner(queries, keys, memory_len, surprisal)
+        return super().score(queries, keys, memory_len, surprisal)
 
 
 def test_surprisal_is_each_tokens_loss_in_the_full_document(tiny_lm):

@@ -8,7 +8,7 @@ import os
 import fakeredis
 import pytest
 
-from agent.memory.errors import CorruptMemory, IncompatibleMemory
+from store.errors import CorruptMemory, IncompatibleMemory
 from store.memories import MemoryNotFound, MemoryStore
 from store.redis import StoreUnavailable
 

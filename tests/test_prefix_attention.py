@@ -52,3 +52,26 @@ def test_memory_formed_with_split_attention_matches_masked_attention(tiny_lm, mo
     assert torch.equal(split.token_indices, masked.token_indices), "the same tokens are kept"
     for a, b in zip(split.keys + split.values, masked.keys + masked.values, strict=True):
         torch.testing.assert_close(a.float(), b.float(), atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_a_decoding_step_equals_sdpa(padded):
+    """One new token's grouped attention equals SDPA over repeated keys, with and without padding."""
+    from agent.memory.capture import decode_attention
+
+    torch.manual_seed(1)
+    batch, heads, kv_heads, length, dim = 3, 6, 2, 40, 16
+    module = SimpleNamespace(training=False)
+    query = torch.randn(batch, heads, 1, dim)
+    key, value = torch.randn(2, batch, kv_heads, length, dim).unbind(0)
+    mask = None
+    if padded:  # rows padded on the left by 0, 5 and 11 positions
+        mask = torch.ones(batch, 1, 1, length, dtype=torch.bool)
+        for row, pad in enumerate((0, 5, 11)):
+            mask[row, ..., :pad] = False
+    out, _ = decode_attention(module, query, key, value, mask, scaling=0.3)
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        query, key.repeat_interleave(3, 1), value.repeat_interleave(3, 1), attn_mask=mask, scale=0.3
+    ).transpose(1, 2)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    assert decode_attention(module, torch.randn(1, heads, 2, dim), key[:1], value[:1], None) is None  # not a step

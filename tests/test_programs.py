@@ -23,7 +23,7 @@ def memory_backend(real_lm, backend):
     text = essays_text(12000)
     third = len(text) // 3
     ids = tokenize_document(real_lm, text[:third] + "\n" + FACT + "\n" + text[third:])
-    return backend.with_memory(form_memory(real_lm, ids, beta=2, window=1024))
+    return LocalBackend(real_lm, form_memory(real_lm, ids, beta=2, window=1024))
 
 
 def test_roles_render_exactly_as_the_tokenizer_template(backend, real_lm):
@@ -98,8 +98,10 @@ def test_streaming_matches_non_streaming(backend):
 
 
 def test_run_batch_equals_sequential(backend):
-    questions = [f"In one sentence, what is {w}?" for w in ("rain", "a cat", "bread", "music", "a river",
-                                                             "winter", "a map", "tea")]  # fmt: skip
+    questions = [
+        f"In one sentence, what is {w}?"
+        for w in ("rain", "a cat", "bread", "music", "a river", "winter", "a map", "tea")
+    ]
     args = [{"question": q, "max_tokens": 16} for q in questions]
     batched = programs.draft_answer.run_batch(args, backend=backend, num_threads=4)
     sequential = [programs.draft_answer.run(**a, backend=backend) for a in args]
@@ -134,3 +136,37 @@ def test_clean_lines(text, expected):
 def test_clean_lines_caps_the_count():
     text = "\n".join(f"line number {i} says something" for i in range(20))
     assert len(programs.clean_lines(text, limit=5)) == 5
+
+
+def test_clues_decode_as_one_batch_and_write_what_they_would_write_one_by_one(memory_backend, monkeypatch):
+    """The forked clue program meets in one batch over the memory, and greedy text is unchanged (fp32)."""
+    from agent import backends
+
+    question = "What is the access code for the north archive?"
+    alone = {
+        part: programs.execute(getattr(programs, name), memory_backend, question=question, max_tokens=tokens)
+        for part, (name, tokens) in programs.CLUE_PARTS.items()
+    }
+    batches = []
+    real = backends.generate_batch
+    monkeypatch.setattr(
+        backends,
+        "generate_batch",
+        lambda lm, memory, prompts, params: batches.append(len(prompts)) or real(lm, memory, prompts, params),
+    )
+    clues = programs.write_clues(memory_backend, question)
+    assert batches == [3]
+    assert clues.spans == programs.clean_lines(alone["spans"]["clues"], question)
+    assert clues.questions == programs.clean_lines(alone["questions"]["clues"], question)
+    assert clues.draft == alone["draft"]["answer"].strip()
+
+
+def test_a_failed_batch_reaches_every_branch_instead_of_hanging(memory_backend, monkeypatch):
+    from agent import backends
+
+    def broken(*_):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(backends, "generate_batch", broken)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        programs.write_clues(memory_backend, "Where is the archive?")

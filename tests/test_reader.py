@@ -29,11 +29,20 @@ def embedder():
 
 
 def test_short_questions_are_extracted_and_composed_ones_generated():
-    for question in ("Who built the Kell bridge?", "When did season 2 start", "How many boats were lost?",
-                     "What year was the wall finished?", "Where is the statue?"):  # fmt: skip
+    for question in (
+        "Who built the Kell bridge?",
+        "When did season 2 start",
+        "How many boats were lost?",
+        "What year was the wall finished?",
+        "Where is the statue?",
+    ):
         assert reader.choose_path(question) == "extract", question
-    for question in ("Summarize the town's history", "What did the mayor say about the fees?",
-                     "Why was the lighthouse built?", "Describe the harbour"):  # fmt: skip
+    for question in (
+        "Summarize the town's history",
+        "What did the mayor say about the fees?",
+        "Why was the lighthouse built?",
+        "Describe the harbour",
+    ):
         assert reader.choose_path(question) == "generate", question
     assert reader.choose_path("Who built it?", "generate") == "generate"
     with pytest.raises(ValueError, match="unknown reader 'guess'"):
@@ -89,8 +98,9 @@ def test_candidates_are_scored_on_one_shared_prefix_exactly(tiny_lm):
     options = [[500, 600, 700], [42], [900, 901], [11, 12, 13, 14]]
     shared = score_continuations(tiny_lm, None, prompt, options)
     for option, scores in zip(options, shared, strict=True):
-        torch.testing.assert_close(torch.tensor(scores), torch.tensor(token_logprobs(tiny_lm, None, prompt, option)),
-                                   rtol=1e-4, atol=1e-4)  # fmt: skip
+        torch.testing.assert_close(
+            torch.tensor(scores), torch.tensor(token_logprobs(tiny_lm, None, prompt, option)), rtol=1e-4, atol=1e-4
+        )
 
 
 @pytest.mark.model

@@ -12,7 +12,7 @@ import pytest
 
 from agent import programs
 from agent.backends import GeneratorUnavailable, LocalBackend, OpenAIChat, SGLangServer, generator_backend
-from agent.settings import get_settings
+from core.settings import get_settings
 
 
 class FakeGenerator(BaseHTTPRequestHandler):

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from agent.retrieval import Fusion, chunk_document, chunk_for_token, get_embedder, retrieve
+from agent.retrieval import Fusion, chunk_document, get_embedder, retrieve
 from store.vectors import EmbeddedIndex
 
 TRANSCRIPT = "\n".join(
@@ -39,9 +39,6 @@ def test_chunks_respect_size_boundaries_and_spans(real_lm):
     # a budget that holds a whole trailing turn repeats it at the start of the next chunk
     overlapping = chunk_document("doc", TRANSCRIPT, tok, target_tokens=120, overlap_tokens=60)
     assert any(b.token_start < a.token_end for a, b in itertools.pairwise(overlapping))
-    assert chunk_for_token(chunks, 0) is chunks[0]
-    middle = chunks[3]
-    assert chunk_for_token(chunks, middle.token_end - 1).token_start <= middle.token_end - 1
 
 
 def test_a_long_sentence_is_cut_by_tokens(real_lm):
@@ -107,16 +104,23 @@ def test_off_topic_clues_cannot_outvote_the_question(design_index, embedder):
     question = "What budget was set for the remote control?"
     best = retrieve(design_index, embedder, "kb", question, k=1)[0].chunk.ordinal
     assert best == 4
-    drifting = ["Tax reporting rules for freelancers changed.", "The tax office changed its rules.",
-                "New tax rules for freelancers.", "Weekend football results.", "Football results were discussed.",
-                "The weekend's football scores."]  # fmt: skip
-    one_vote_each = retrieve(design_index, embedder, "kb", question, drifting, k=2, depth=2, fusion="rrf")
+    drifting = [
+        "Tax reporting rules for freelancers changed.",
+        "The tax office changed its rules.",
+        "New tax rules for freelancers.",
+        "Weekend football results.",
+        "Football results were discussed.",
+        "The weekend's football scores.",
+    ]
+    one_vote_each = retrieve(design_index, embedder, "kb", question, drifting, k=2, depth=2, fusion=Fusion())
     assert best not in {e.chunk.ordinal for e in one_vote_each}  # why per-clue votes are not the default
     default = retrieve(design_index, embedder, "kb", question, drifting, k=2, depth=2)
     assert best in {e.chunk.ordinal for e in default}
 
 
-@pytest.mark.parametrize("fusion", ["anchored_share1_pool10", "anchored_share1", "rocchio0.5"])
+@pytest.mark.parametrize(
+    "fusion", [Fusion(clue_share=1.0, anchored=True, pool=10), "anchored_share1", Fusion(rocchio=0.5)]
+)
 def test_an_on_topic_clue_still_reaches_evidence_the_question_ranks_low(design_index, embedder, fusion):
     question = "What did they decide about the casing?"
     plain = {e.chunk.ordinal for e in retrieve(design_index, embedder, "kb", question, k=2)}
@@ -130,7 +134,9 @@ def test_a_pooled_fusion_only_reorders_what_the_question_found(design_index, emb
     question = "What budget was set for the remote control?"
     pool = [h.chunk.ordinal for h in retrieve(design_index, embedder, "kb", question, k=3)]
     drifting = ["Tax reporting rules for freelancers changed.", "Weekend football results."]
-    unpooled = {e.chunk.ordinal for e in retrieve(design_index, embedder, "kb", question, drifting, k=3, fusion="rrf")}
+    unpooled = {
+        e.chunk.ordinal for e in retrieve(design_index, embedder, "kb", question, drifting, k=3, fusion=Fusion())
+    }
     assert unpooled - set(pool)  # per-clue votes pull in chunks the question never ranked
     pooled = retrieve(design_index, embedder, "kb", question, drifting, k=3, fusion=Fusion(pool=3))
     assert {e.chunk.ordinal for e in pooled} <= set(pool)
@@ -162,15 +168,21 @@ def test_spans_without_their_own_share_are_clues_like_the_others(design_index, e
 def test_a_quote_with_its_own_share_is_not_outvoted_by_drifting_hints(design_index, embedder):
     question = "What did they decide about the casing?"
     quote = ["Marketing asked for a yellow colour scheme."]  # the evidence is chunk 3
-    drifting = ["Tax reporting rules for freelancers changed.", "The tax office changed its rules.",
-                "New tax rules for freelancers.", "Weekend football results.", "Football results were discussed.",
-                "The weekend's football scores."]  # fmt: skip
+    drifting = [
+        "Tax reporting rules for freelancers changed.",
+        "The tax office changed its rules.",
+        "New tax rules for freelancers.",
+        "Weekend football results.",
+        "Football results were discussed.",
+        "The weekend's football scores.",
+    ]
 
-    def rank_of_evidence(fusion: str) -> int:
+    def rank_of_evidence(fusion: str | Fusion) -> int:
         found = retrieve(design_index, embedder, "kb", question, drifting, spans=quote, k=7, fusion=fusion)
         return [e.chunk.ordinal for e in sorted(found, key=lambda e: -e.score)].index(3)
 
     shared = rank_of_evidence("anchored_share1")  # the quote is one of seven clues sharing one weight
     assert shared >= 3
-    assert rank_of_evidence("anchored_spans1") < shared
-    assert rank_of_evidence("anchored_spans1") < 3
+    quoted_apart = Fusion(clue_share=1.0, anchored=True, span_share=1.0)
+    assert rank_of_evidence(quoted_apart) < shared
+    assert rank_of_evidence(quoted_apart) < 3

@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-from agent import adapters, rlgf
+from agent import adapters, programs, rlgf
 from agent.memory.decoding import token_logprobs
 from agent.models import load_model
 from agent.pipeline import memorize
-from agent.retrieval import chunk_document, get_embedder
-from agent.settings import Settings
+from agent.retrieval import Fusion, chunk_document, get_embedder
+from core.settings import Settings
 from store.vectors import EmbeddedIndex
 from tests.conftest import essays_text
 
@@ -75,8 +75,11 @@ def _examples(corpus) -> list[rlgf.Example]:
 
 def test_training_changes_the_adapter_reproducibly_and_resumes(corpus, tmp_path):
     examples = _examples(corpus)
-    pairs = [rlgf.Pair(ex, corpus.texts[ex.doc_id][s:e], "nothing useful at all", 1.0)
-             for ex in examples for s, e in ex.evidence]  # fmt: skip
+    pairs = [
+        rlgf.Pair(ex, corpus.texts[ex.doc_id][s:e], "nothing useful at all", 1.0)
+        for ex in examples
+        for s, e in ex.evidence
+    ]
     config = rlgf.TrainConfig(steps=4, sft_steps=2, lr=1e-2, seed=3, checkpoint_every=2)
     sft = [(ex, rlgf.evidence_text(corpus.texts[ex.doc_id], ex)) for ex in examples]
 
@@ -130,7 +133,7 @@ def test_gate_promotes_an_adapter_that_quotes_the_evidence_and_refuses_a_misled_
     """A random model's other clues are noise, so retrieval here uses the trained spans alone, each
     with its own vote: a tiny random model learns only fragments of the evidence in 120 steps, too
     little to outweigh a question anchored into every clue (the pipeline's fusion)."""
-    corpus.fusion = "rrf"
+    corpus.fusion = Fusion()  # one vote per clue
     examples = _examples(corpus)
     base = rlgf.evaluate(corpus, examples, adapter=False, loglik=False, spans_only=True)
     config = rlgf.TrainConfig(steps=0, sft_steps=120, lr=2e-2, seed=0)
@@ -167,8 +170,8 @@ def test_writers_compared_on_the_same_queries_share_the_base_models_other_clues(
     examples = _examples(corpus)[:2]
     alone = rlgf.evaluate(corpus, examples, adapter=False, loglik=False)
     written = []
-    real = rlgf.programs.write_hints
-    monkeypatch.setattr(rlgf.programs, "write_hints", lambda *a, **kw: written.append(a[1]) or real(*a, **kw))
+    real = programs.write_hints
+    monkeypatch.setattr(programs, "write_hints", lambda *a, **kw: written.append(a[1]) or real(*a, **kw))
     hints: dict = {}
     assert rlgf.evaluate(corpus, examples, adapter=False, loglik=False, hints=hints) == alone
     rlgf.evaluate(corpus, examples, adapter=True, loglik=False, hints=hints)

@@ -14,8 +14,8 @@ from celery.contrib.testing.worker import start_worker
 from click.testing import CliRunner
 from sqlmodel import select
 
-from agent import adapters, rlgf
-from agent.retrieval import DEFAULT_FUSION
+from agent import adapters
+from agent.retrieval import ADAPTER_FUSION, DEFAULT_FUSION
 from manage import cli
 from store import db
 from store.adapters import AdapterNotFound, AdapterRegistry
@@ -75,9 +75,14 @@ def _qmsum_slice(tmp_path) -> str:
 @pytest.fixture
 def service(records, trainable_model_dir, monkeypatch, tmp_path):
     for name, value in {
-        "MODEL": str(trainable_model_dir), "BETA": "8", "RLGF_STEPS": "3", "RLGF_SFT_STEPS": "3",
-        "RLGF_CANDIDATES": "2", "RLGF_HELDOUT": "0.3", "RETRAIN_MIN_FEEDBACK": "100",
-    }.items():  # fmt: skip
+        "MODEL": str(trainable_model_dir),
+        "BETA": "8",
+        "RLGF_STEPS": "3",
+        "RLGF_SFT_STEPS": "3",
+        "RLGF_CANDIDATES": "2",
+        "RLGF_HELDOUT": "0.3",
+        "RETRAIN_MIN_FEEDBACK": "100",
+    }.items():
         monkeypatch.setenv(f"MEMORAG_{name}", value)
     runtime.reset()
     app = configure()
@@ -89,8 +94,9 @@ def service(records, trainable_model_dir, monkeypatch, tmp_path):
 def test_import_retrain_promote_and_hot_swap(service, records):
     out = cli_run("feedback", "import", _qmsum_slice(service), "--format", "qmsum", "--kb", "meetings", "--wait")
     assert "8 feedback rows imported into meetings" in out
-    assert "0 feedback rows imported" in cli_run("feedback", "import", _qmsum_slice(service), "--format", "qmsum",
-                                                 "--kb", "meetings")  # fmt: skip
+    assert "0 feedback rows imported" in cli_run(
+        "feedback", "import", _qmsum_slice(service), "--format", "qmsum", "--kb", "meetings"
+    )
     with db.session() as s:
         rows = s.exec(select(db.Feedback)).all()
     assert len(rows) == 8 and all(r.evidence and r.corrected_answer for r in rows)
@@ -107,7 +113,7 @@ def test_import_retrain_promote_and_hot_swap(service, records):
     assert run.metrics["last_feedback_id"] == max(r.id for r in rows) and len(run.losses) == run.metrics["steps"]
     assert "recall@5" in run.metrics["candidate"] and "answer_loglik" in run.metrics["current"]
     # The base model was measured as queries see it; the candidate with the fusion it will be queried with.
-    assert run.metrics["fusions"] == {"current": DEFAULT_FUSION, "candidate": rlgf.ADAPTER_FUSION}
+    assert run.metrics["fusions"] == {"current": DEFAULT_FUSION, "candidate": ADAPTER_FUSION}
     if run.decision == "promoted":
         cli_run("adapters", "rollback")
     assert "none (base model writes clues)" in cli_run("adapters", "list")
@@ -140,19 +146,23 @@ def test_worker_loads_the_promoted_weights_exactly(service, records):
     assert adapters.loaded_fusion(lm) is None  # gated without a fusion of its own: queries use the default
 
     def publish(fusion: str) -> str:
-        data = adapters.to_bytes(weights, base_fingerprint=lm.fingerprint, spec=adapters.spec_of(lm),
-                                 info={"fusion": fusion})  # fmt: skip
+        data = adapters.to_bytes(
+            weights, base_fingerprint=lm.fingerprint, spec=adapters.spec_of(lm), info={"fusion": fusion}
+        )
         version = registry.publish(data, base_fingerprint=lm.fingerprint, metrics={})
         registry.promote(version)
         return version
 
-    gated = publish(rlgf.ADAPTER_FUSION)
-    assert sync_adapter(rt) == gated and adapters.loaded_fusion(lm) == rlgf.ADAPTER_FUSION
+    gated = publish(ADAPTER_FUSION)
+    assert sync_adapter(rt) == gated and adapters.loaded_fusion(lm) == ADAPTER_FUSION
     publish("a fusion from a newer release")
     assert sync_adapter(rt) is None and adapters.loaded_fusion(lm) is None  # not guessed: the base model answers
 
-    foreign = registry.publish(adapters.to_bytes(weights, base_fingerprint="other", spec=adapters.spec_of(lm)),
-                               base_fingerprint="other", metrics={})  # fmt: skip
+    foreign = registry.publish(
+        adapters.to_bytes(weights, base_fingerprint="other", spec=adapters.spec_of(lm)),
+        base_fingerprint="other",
+        metrics={},
+    )
     registry.promote(foreign)
     assert sync_adapter(rt) is None and adapters.loaded_version(lm) is None  # answers go on, with the base model
 

@@ -73,8 +73,9 @@ def write(tmp_path, name: str, text: str):
 def test_two_documents_one_knowledge_base_answer_feedback_and_isolation(service):
     tmp = service
     assert cli_run("kb", "create", "town").exit_code == 0
-    ingested = cli_run("ingest", "town", write(tmp, "bakery.txt", BAKERY), write(tmp, "observatory.txt", OBSERVATORY),
-                       "--wait")  # fmt: skip
+    ingested = cli_run(
+        "ingest", "town", write(tmp, "bakery.txt", BAKERY), write(tmp, "observatory.txt", OBSERVATORY), "--wait"
+    )
     assert ingested.exit_code == 0, ingested.output
     with db.session() as s:
         docs = {d.name: d for d in s.exec(select(db.Document))}
@@ -102,7 +103,7 @@ def test_two_documents_one_knowledge_base_answer_feedback_and_isolation(service)
     cited = answer.citation
     assert cited["doc_id"] == observatory and cited["document"] == "observatory.txt"
     assert OBSERVATORY[cited["char_start"] : cited["char_end"]] == cited["quote"] and answer.text in cited["quote"]
-    assert f'({cited["chunk_id"]} observatory.txt, chars {cited["char_start"]}-{cited["char_end"]})' in asked.output
+    assert f"({cited['chunk_id']} observatory.txt, chars {cited['char_start']}-{cited['char_end']})" in asked.output
     assert "clue:" not in asked.output and answer.clues  # clues are kept, shown on request
     assert "clue:" in cli_run("result", query_id, "--show-clues").output
 

@@ -76,12 +76,6 @@ def test_search_ranks_the_relevant_chunk_first(index, kb):
     assert [h[0][0].id for h in many] == ["doc-a#0", "doc-b#1"]
 
 
-def test_hybrid_search_takes_text(index, kb):
-    chunks = _fill(index, kb)
-    [hits] = index.search(kb, _basis(1)[None], k=2, text=["passage 1 about topic 1"])
-    assert hits[0][0] == chunks[1]
-
-
 def test_delete_document_and_drop(index, kb):
     _fill(index, kb)
     assert index.delete_document(kb, "doc-a") == 4

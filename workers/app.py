@@ -9,7 +9,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
-from agent.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from store.redis import redis_url
 
 QUEUES = ("memory", "query", "train")

@@ -54,9 +54,16 @@ def ingest_document(document_id: int, on_progress: Progress | None = None) -> di
     started = time.perf_counter()
     with _failures_recorded(Document, document_id):
         memory, n_chunks = pipeline.memorize_document(
-            lm, embedder, rt.memories, rt.index, scope, key, text, settings=rt.settings,
+            lm,
+            embedder,
+            rt.memories,
+            rt.index,
+            scope,
+            key,
+            text,
+            settings=rt.settings,
             on_progress=lambda done, total: report("reading", done, total),
-        )  # fmt: skip
+        )
     elapsed = time.perf_counter() - started
     with db.session() as s:
         doc = s.get(Document, document_id)
@@ -88,8 +95,9 @@ def sync_adapter(rt=None) -> str | None:
         adapters.clear(lm)
         return None
     try:
-        weights, spec, info = adapters.from_bytes(AdapterRegistry(rt.memories.client).weights(wanted),
-                                                  base_fingerprint=lm.fingerprint)  # fmt: skip
+        weights, spec, info = adapters.from_bytes(
+            AdapterRegistry(rt.memories.client).weights(wanted), base_fingerprint=lm.fingerprint
+        )
         fusion = info.get("fusion")
         if fusion is not None and fusion not in FUSIONS:
             raise adapters.AdapterMismatch(f"gated with fusion {fusion!r}, which this version does not know")
@@ -113,11 +121,9 @@ def answer_query(query_id: int) -> dict[str, Any]:
         if query.status == Status.done and existing is not None:
             return {"query": query.public_id, "status": "done", "answer": existing.text}
         kb = s.get(KnowledgeBase, query.kb_id)
-        ready = s.exec(
-            select(Document.id).where(Document.kb_id == kb.id, Document.status == Status.ready).order_by(Document.id)
-        ).all()
+        ready = db.ready_documents(s, kb.id)
         if not ready:
-            query.status, query.error = Status.failed, f"knowledge base {kb.name!r} has no ready documents"
+            query.status, query.error = Status.failed, db.no_ready_documents(kb.name)
             s.add(query)
             return {"query": query.public_id, "status": "failed", "error": query.error}
         query.status, query.started_at, query.error = Status.processing, db.utcnow(), None
@@ -125,38 +131,49 @@ def answer_query(query_id: int) -> dict[str, Any]:
         question, task, scope = query.text, query.task, kb.name
     with _failures_recorded(Query, query_id):
         sync_adapter(rt)
+        stores, docs = (rt.memories, rt.index), [doc_key(i) for i in ready]
         result = pipeline.answer(
-            rt.lm, rt.embedder, rt.memories, rt.index, scope, [doc_key(i) for i in ready], question,
-            task=task, k=rt.settings.top_k, settings=rt.settings, text_of=document_text,
+            rt.lm, rt.embedder, *stores, scope, docs, question, task=task, k=rt.settings.top_k,
+            settings=rt.settings, text_of=document_text,
         )  # fmt: skip
-    names = _document_names([doc_id_of(e.chunk.doc_id) for e in result.evidence])  # the citation's is among them
     with db.session() as s:
-        row = s.exec(select(Answer).where(Answer.query_id == query_id)).first() or Answer(query_id=query_id, text="")
-        row.text, row.clues, row.documents, row.timings = result.text, result.clues, result.documents, result.timings
-        row.evidence = [
-            {
-                "chunk_id": e.chunk.id, "doc_id": e.chunk.doc_id, "document": names.get(e.chunk.doc_id, ""),
-                "ordinal": e.chunk.ordinal, "char_start": e.chunk.char_start, "char_end": e.chunk.char_end,
-                "score": round(e.score, 6), "text": e.chunk.text,
-            }
-            for e in result.evidence
-        ]  # fmt: skip
-        row.model, row.model_fingerprint = rt.lm.name, rt.lm.fingerprint
-        row.generator = rt.settings.generator_url or f"local:{rt.lm.name}"
-        row.adapter_version = result.adapter_version
-        reading = result.reading
-        row.reader = reading.path if reading else "memory"
-        row.supported = reading.supported if reading else None
-        row.citation = None
-        if reading and reading.citation:
-            row.citation = reading.citation.as_dict() | {"document": names.get(reading.citation.doc_id, "")}
-        row.reason, row.proposed = (reading.reason, reading.proposed) if reading else (None, None)
-        s.add(row)
+        s.add(_answer_row(s, query_id, result, rt))
         query = s.get(Query, query_id)
         if query is not None:
             query.status, query.finished_at = Status.done, db.utcnow()
             s.add(query)
     return {"query": f"q{query_id}", "status": "done", "answer": result.text, "rebuilt": result.rebuilt}
+
+
+def _answer_row(s, query_id: int, result: pipeline.Answer, rt) -> Answer:
+    """The query's Answer row (replaced when a redelivered task answers again) with its citation and evidence."""
+    names = _document_names([doc_id_of(e.chunk.doc_id) for e in result.evidence])  # the citation's is among them
+    row = s.exec(select(Answer).where(Answer.query_id == query_id)).first() or Answer(query_id=query_id, text="")
+    row.text, row.clues, row.documents, row.timings = result.text, result.clues, result.documents, result.timings
+    row.evidence = [
+        {
+            "chunk_id": e.chunk.id,
+            "doc_id": e.chunk.doc_id,
+            "document": names.get(e.chunk.doc_id, ""),
+            "ordinal": e.chunk.ordinal,
+            "char_start": e.chunk.char_start,
+            "char_end": e.chunk.char_end,
+            "score": round(e.score, 6),
+            "text": e.chunk.text,
+        }
+        for e in result.evidence
+    ]
+    row.model, row.model_fingerprint = rt.lm.name, rt.lm.fingerprint
+    row.generator = rt.settings.generator_url or f"local:{rt.lm.name}"
+    row.adapter_version = result.adapter_version
+    reading = result.reading
+    row.reader = reading.path if reading else "memory"
+    row.supported = reading.supported if reading else None
+    row.citation = None
+    if reading and reading.citation:
+        row.citation = reading.citation.as_dict() | {"document": names.get(reading.citation.doc_id, "")}
+    row.reason, row.proposed = (reading.reason, reading.proposed) if reading else (None, None)
+    return row
 
 
 def document_text(key: str) -> str:
@@ -200,6 +217,9 @@ def _set_status(table: type[Document] | type[Query], row_id: int, status: Status
 
 def _summary(doc: Document) -> dict[str, Any]:
     return {
-        "document": doc.public_id, "status": doc.status, "tokens": doc.token_count,
-        "memory_tokens": doc.memory_tokens, "chunks": doc.chunk_count,
-    }  # fmt: skip
+        "document": doc.public_id,
+        "status": doc.status,
+        "tokens": doc.token_count,
+        "memory_tokens": doc.memory_tokens,
+        "chunks": doc.chunk_count,
+    }

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from agent.settings import Settings
+from core.settings import Settings
 
 MANAGE = Path(__file__).resolve().parent.parent / "manage.py"
 
@@ -50,9 +50,12 @@ def start(settings: Settings) -> tuple[int, bool]:
     with log_file(settings).open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, str(MANAGE), "worker"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd=str(MANAGE.parent),
-        )  # fmt: skip
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=str(MANAGE.parent),
+        )
     pid_file(settings).write_text(str(process.pid))
     return process.pid, True
 

@@ -15,7 +15,7 @@ from typing import Any
 from sqlmodel import func, select
 
 from agent import adapters, pipeline, rlgf
-from agent.retrieval import DEFAULT_FUSION, chunk_document
+from agent.retrieval import ADAPTER_FUSION, DEFAULT_FUSION, chunk_document
 from store import db
 from store.adapters import AdapterRegistry
 from store.db import Answer, Document, Feedback, KnowledgeBase, Query, Status, TrainingRun
@@ -32,7 +32,7 @@ def retrain(force: bool = False, on_progress: Progress | None = None) -> dict[st
     with db.session() as s:
         last = s.exec(
             select(TrainingRun).where(TrainingRun.status == Status.done).order_by(TrainingRun.id.desc())
-        ).first()  # fmt: skip
+        ).first()
         since = int((last.metrics or {}).get("last_feedback_id", 0)) if last else 0
         new = s.exec(select(func.count()).select_from(Feedback).where(Feedback.id > since)).one()
         if not force and new < settings.retrain_min_feedback:
@@ -64,37 +64,38 @@ def _train_and_gate(rt, run_id: int, report: Progress) -> dict[str, Any]:
         raise ValueError(f"need feedback both to train on and to hold out; have {len(train)} and {len(heldout)}")
     corpus = _corpus(rt, {e.doc_id: kb for _, kb, e in examples}, report)
     current = sync_adapter(rt)
-    fusions = {"current": adapters.loaded_fusion(lm) or DEFAULT_FUSION, "candidate": rlgf.ADAPTER_FUSION}
+    fusions = {"current": adapters.loaded_fusion(lm) or DEFAULT_FUSION, "candidate": ADAPTER_FUSION}
     report("evaluating the current clue writer", 0, len(heldout))
     corpus.fusion = fusions["current"]  # as queries are answered now
     hints: dict = {}  # the base model's other clues, written once for both writers
     before = rlgf.evaluate(corpus, heldout, adapter=True, hints=hints)
     corpus.fusion = fusions["candidate"]
-    pairs, stats = rlgf.preference_data(
-        corpus, train, n=settings.rlgf_candidates, seed=run_id, budget_s=settings.rlgf_budget_s / 2,
-        on_progress=report,
-    )  # fmt: skip
+    budget_s = settings.rlgf_budget_s / 2  # half to sample and score candidates, half to train
+    n = settings.rlgf_candidates
+    pairs, stats = rlgf.preference_data(corpus, train, n=n, seed=run_id, budget_s=budget_s, on_progress=report)
     texts = {e.doc_id: document_text(e.doc_id) for e in train if e.evidence}
     sft = [(e, rlgf.evidence_text(texts[e.doc_id], e)) for e in train if e.evidence]
-    config = rlgf.TrainConfig(
-        steps=settings.rlgf_steps if pairs else 0, sft_steps=settings.rlgf_sft_steps if sft else 0,
-        seed=run_id, budget_s=settings.rlgf_budget_s / 2,
-    )  # fmt: skip
+    steps, sft_steps = settings.rlgf_steps if pairs else 0, settings.rlgf_sft_steps if sft else 0
+    config = rlgf.TrainConfig(steps=steps, sft_steps=sft_steps, seed=run_id, budget_s=budget_s)
     checkpoint = settings.home / "training" / f"run-{run_id}.safetensors"
     result = rlgf.train(corpus, pairs, config, sft=sft, checkpoint=checkpoint, on_progress=report)
     report("evaluating the new clue writer", 0, len(heldout))
     after = rlgf.evaluate(corpus, heldout, adapter=True, hints=hints)
     decision = rlgf.gate(after, before, k=corpus.k, margin=settings.gate_margin)
-    data = adapters.to_bytes(adapters.state(lm), base_fingerprint=lm.fingerprint, spec=adapters.spec_of(lm),
-                             info={"run": run_id, "pairs": len(pairs), "fusion": corpus.fusion})  # fmt: skip
-    registry = AdapterRegistry(rt.memories.client)
-    version = registry.publish(data, base_fingerprint=lm.fingerprint, metrics=after)
-    if decision.promote:
-        registry.promote(version)
-    metrics = {"current": before, "candidate": after, "current_version": current, "fusions": fusions,
-               "last_feedback_id": last_feedback,
-               "train_examples": len(train), "heldout_examples": len(heldout), "candidates": stats.candidates,
-               "sft_examples": len(sft), "steps": result.steps, "train_s": round(result.seconds, 1)}  # fmt: skip
+    version = _publish(rt, {"run": run_id, "pairs": len(pairs), "fusion": corpus.fusion}, after, decision.promote)
+    metrics = {
+        "current": before,
+        "candidate": after,
+        "current_version": current,
+        "fusions": fusions,
+        "last_feedback_id": last_feedback,
+        "train_examples": len(train),
+        "heldout_examples": len(heldout),
+        "candidates": stats.candidates,
+        "sft_examples": len(sft),
+        "steps": result.steps,
+        "train_s": round(result.seconds, 1),
+    }
     verdict = "promoted" if decision.promote else "kept"
     with db.session() as s:
         run = s.get(TrainingRun, run_id)
@@ -104,6 +105,17 @@ def _train_and_gate(rt, run_id: int, report: Progress) -> dict[str, Any]:
         s.add(run)
     checkpoint.unlink(missing_ok=True)
     return {"status": "done", "run": run_id, "decision": verdict, "reason": decision.reason, "version": version}
+
+
+def _publish(rt, info: dict, metrics: dict, promote: bool) -> str:
+    """Store the trained adapter as a new version (promoted when the gate said so); returns the version."""
+    lm = rt.lm
+    data = adapters.to_bytes(adapters.state(lm), base_fingerprint=lm.fingerprint, spec=adapters.spec_of(lm), info=info)
+    registry = AdapterRegistry(rt.memories.client)
+    version = registry.publish(data, base_fingerprint=lm.fingerprint, metrics=metrics)
+    if promote:
+        registry.promote(version)
+    return version
 
 
 def _is_heldout(feedback_id: int, fraction: float) -> bool:
@@ -122,7 +134,7 @@ def feedback_examples() -> tuple[list[tuple[int, str, rlgf.Example]], int]:
             .join(KnowledgeBase, Query.kb_id == KnowledgeBase.id)
             .join(Answer, Answer.query_id == Query.id, isouter=True)
             .order_by(Feedback.id)
-        ).all()  # fmt: skip
+        ).all()
         newest = max((f.id for f, *_ in rows), default=0)
         for fb, query, kb, answer in rows:
             gold = fb.corrected_answer or (answer.text if fb.rating > 0 and answer is not None else None)
@@ -138,8 +150,9 @@ def feedback_examples() -> tuple[list[tuple[int, str, rlgf.Example]], int]:
                 ).all()
                 if not ready:
                     continue
-                key = pipeline.route_documents(rt.index, rt.embedder, kb.name, query.text, [doc_key(i) for i in ready],
-                                               limit=1)[0]  # fmt: skip
+                key = pipeline.route_documents(
+                    rt.index, rt.embedder, kb.name, query.text, [doc_key(i) for i in ready], limit=1
+                )[0]
                 spans = ()
             out.append((fb.id, kb.name, rlgf.Example(key, query.text, gold, spans)))
     return out, newest

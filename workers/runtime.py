@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from agent.models import LoadedModel, load_model
 from agent.retrieval import Embedder, get_embedder
-from agent.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from store.memories import MemoryStore
 from store.redis import connect
 from store.vectors import VectorIndex, open_index

@@ -7,6 +7,6 @@ Submodules: ``types`` (the memory value and its bytes), ``formation``
 ``capture`` (query capture inside attention), ``errors``.
 """
 
-from agent.memory.errors import CorruptMemory, IncompatibleMemory, MemoryProblem
+from store.errors import CorruptMemory, IncompatibleMemory, MemoryProblem
 
 __all__ = ["CorruptMemory", "IncompatibleMemory", "MemoryProblem"]

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from agent.memory.copying import CopyConstraint, CopySource
 from agent.memory.reading import memory_cache
 from agent.memory.types import GlobalMemory
 from agent.models import LoadedModel
@@ -28,10 +27,9 @@ class SamplingParams:
     repetition_penalty: float = 1.15
     no_repeat_ngram: int = 6
     seed: int | None = None
-    copy_from: CopySource | None = None  # every line must copy a run of this source
 
 
-def _processors(params: SamplingParams, prompt_len: int = 0, eos: Sequence[int] = ()):
+def _processors(params: SamplingParams):
     from transformers import (
         LogitsProcessorList,
         NoRepeatNGramLogitsProcessor,
@@ -41,15 +39,10 @@ def _processors(params: SamplingParams, prompt_len: int = 0, eos: Sequence[int] 
     )
 
     procs = LogitsProcessorList()
-    if params.copy_from is not None:
-        # Copying guards against repeats itself (no source run twice); the usual guard would
-        # also penalise the question's own words, which relevant passages share.
-        procs.append(CopyConstraint(params.copy_from, prompt_len, eos))
-    else:
-        if params.repetition_penalty and params.repetition_penalty != 1.0:
-            procs.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
-        if params.no_repeat_ngram:
-            procs.append(NoRepeatNGramLogitsProcessor(params.no_repeat_ngram))
+    if params.repetition_penalty and params.repetition_penalty != 1.0:
+        procs.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
+    if params.no_repeat_ngram:
+        procs.append(NoRepeatNGramLogitsProcessor(params.no_repeat_ngram))
     if params.temperature > 0:
         procs.append(TemperatureLogitsWarper(params.temperature))
         if params.top_p < 1.0:
@@ -97,7 +90,7 @@ def stream_generate(
         tokenizer = lm.tokenizer
         cache, logits, position = _prefill(lm, memory, prompt_ids)
         eos = set(_eos_ids(lm))
-        procs = _processors(params, len(prompt_ids), sorted(eos))
+        procs = _processors(params)
         generator = None
         if params.temperature > 0:
             generator = torch.Generator(device=lm.device)
@@ -128,6 +121,116 @@ def stream_generate(
             out = lm.model(input_ids=step, position_ids=torch.tensor([[position]], device=lm.device), cache=cache)
             cache = out.cache if hasattr(out, "cache") else out.past_key_values
             logits, position = out.logits[:, -1], position + 1
+
+
+@torch.inference_mode()
+def generate_batch(
+    lm: LoadedModel,
+    memory: GlobalMemory | None,
+    prompts: Sequence[Sequence[int]],
+    params: Sequence[SamplingParams],
+) -> list[str]:
+    """Several prompts decoded together after one memory: what ``generate`` would write for each.
+
+    The memory's cache is built once and repeated per row; prompts are
+    left-padded (masked, positions counted from each prompt's own start) so
+    every row's next token comes from the last column. Each row keeps its
+    own history, processors, token budget and stop strings, and leaves the
+    batch when it ends, so the batch costs the longest row, not the sum.
+    """
+    if len(prompts) != len(params):
+        raise ValueError("one SamplingParams per prompt")
+    if not prompts:
+        return []
+    if any(not p for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    cache, logits, mask, offset = _prefill_batch(lm, memory, prompts)
+    eos = set(_eos_ids(lm))
+    rows = [_Row(lm, list(p), sp, offset + len(p)) for p, sp in zip(prompts, params, strict=True)]
+    live = list(range(len(rows)))  # rows still decoding, in cache order
+    while live:
+        steps: list[int] = []
+        for slot, row in enumerate(live):
+            if rows[row].step(logits[slot : slot + 1], eos):
+                steps.append(slot)
+        if len(steps) < len(live):  # some rows ended: keep only the others' cache rows
+            keep = torch.tensor(steps, dtype=torch.long, device=lm.device)
+            if steps:
+                cache.batch_select_indices(keep)
+            mask = mask[keep]
+        live = [live[slot] for slot in steps]
+        if not live:
+            break
+        tokens = torch.tensor([[rows[row].produced[-1]] for row in live], device=lm.device)
+        mask = torch.cat([mask, torch.ones((len(live), 1), dtype=torch.long, device=lm.device)], dim=1)
+        at = torch.tensor([[rows[row].position] for row in live], device=lm.device)
+        out = lm.model(input_ids=tokens, position_ids=at, attention_mask=mask, cache=cache)
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        logits = out.logits[:, -1]
+        for row in live:
+            rows[row].position += 1
+    return [row.text.rstrip("\ufffd") for row in rows]
+
+
+def _prefill_batch(lm: LoadedModel, memory: GlobalMemory | None, prompts: Sequence[Sequence[int]]):
+    """Left-padded prompts read after one memory: (cache, last logits per row, attention mask, first position)."""
+    cache, offset = _context(lm, memory)
+    prefix = cache.get_seq_length()
+    batch, width = len(prompts), max(len(p) for p in prompts)
+    if batch > 1:
+        cache.batch_repeat_interleave(batch)
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    ids = torch.full((batch, width), pad, dtype=torch.long, device=lm.device)
+    mask = torch.zeros((batch, prefix + width), dtype=torch.long, device=lm.device)
+    mask[:, :prefix] = 1
+    positions = torch.full((batch, width), offset, dtype=torch.long, device=lm.device)
+    for row, prompt in enumerate(prompts):
+        n = len(prompt)
+        ids[row, width - n :] = torch.tensor(list(prompt), dtype=torch.long)
+        mask[row, prefix + width - n :] = 1
+        positions[row, width - n :] = torch.arange(offset, offset + n)
+    out = lm.model(
+        input_ids=ids, position_ids=positions, attention_mask=mask, cache=cache, use_cache=True, logits_to_keep=1
+    )
+    cache = out.cache if hasattr(out, "cache") else out.past_key_values
+    return cache, out.logits[:, -1], mask, offset
+
+
+class _Row:
+    """One prompt's decoding state in ``generate_batch``: history, processors, text so far."""
+
+    def __init__(self, lm: LoadedModel, prompt: list[int], params: SamplingParams, position: int):
+        self.tokenizer = lm.tokenizer
+        self.params = params
+        self.procs = _processors(params)
+        self.history = torch.tensor([prompt], dtype=torch.long, device=lm.device)
+        self.generator = None
+        if params.temperature > 0:
+            self.generator = torch.Generator(device=lm.device)
+            self.generator.manual_seed(params.seed if params.seed is not None else torch.seed())
+        self.produced: list[int] = []
+        self.text = ""
+        self.position = position
+
+    def step(self, logits: torch.Tensor, eos: set[int]) -> bool:
+        """Choose the next token from ``logits``; False when this row has ended."""
+        if len(self.produced) >= self.params.max_new_tokens:
+            return False
+        scores = self.procs(self.history, logits.float())
+        if self.params.temperature > 0:
+            token = int(torch.multinomial(scores.softmax(-1), 1, generator=self.generator))
+        else:
+            token = int(scores.argmax(-1))
+        if token in eos:
+            return False
+        self.produced.append(token)
+        text = self.tokenizer.decode(self.produced, skip_special_tokens=True)
+        cut = _stop_at(text, self.params.stop)
+        self.text = text if cut is None else text[:cut]
+        if cut is not None or len(self.produced) >= self.params.max_new_tokens:
+            return False
+        self.history = torch.cat([self.history, torch.tensor([[token]], device=self.history.device)], dim=1)
+        return True
 
 
 @torch.inference_mode()

@@ -22,7 +22,6 @@ from agent.memory.types import GlobalMemory, MemoryMeta
 from agent.models import LoadedModel
 
 MIN_BETA, MAX_BETA = 1, 64
-SINK_TOKENS = 4
 
 ProgressFn = Callable[[int, int], None]
 
@@ -65,23 +64,12 @@ def form_memory(
     on_progress: ProgressFn | None = None,
 ) -> GlobalMemory:
     """Compress ``token_ids`` into a memory; its K/V are kept in ``storage_dtype``."""
-    if not MIN_BETA <= beta <= MAX_BETA:
-        raise ValueError(f"beta must be between {MIN_BETA} and {MAX_BETA}, got {beta}")
-    if not token_ids:
-        raise ValueError("cannot form a memory of an empty document")
-    if peak_positions(len(token_ids), window, beta) > lm.max_positions:
-        need = required_beta(len(token_ids), window, lm.max_positions)
-        raise ValueError(
-            f"{len(token_ids)} tokens at beta={beta} exceed the model's {lm.max_positions} positions; "
-            f"use beta >= {need}"
-        )
-    score = get_scorer(scorer) if isinstance(scorer, str) else scorer
+    _check_fits(lm, len(token_ids), window, beta)
+    importance = get_scorer(scorer) if isinstance(scorer, str) else scorer
     model, device = lm.model, lm.device
-    config = model.config
     rotation = key_rotation(model)
     cache = _empty_cache()
-    layers = config.num_hidden_layers
-    kept: list[list[torch.Tensor]] = [[] for _ in range(layers)]
+    kept: list[list[torch.Tensor]] = [[] for _ in range(model.config.num_hidden_layers)]
     memory_len, total = 0, len(token_ids)
     ids = torch.tensor(token_ids, dtype=torch.long, device=device)
     surprisal, last_hidden = None, None
@@ -90,39 +78,50 @@ def form_memory(
         chunk = ids[start : start + window]
         width = chunk.numel()
         positions = torch.arange(memory_len, memory_len + width, device=device)
-        with capture_queries(score.observers(width)) as queries, reading_over_memory(memory_len):
+        with capture_queries(importance.observers(width)) as queries, reading_over_memory(memory_len):
             out = model.base_model(input_ids=chunk[None], position_ids=positions[None], cache=cache, use_cache=True)
-        if beta > 1 and score.needs_surprisal:  # beta 1 keeps every token: nothing to score
+        if beta > 1 and importance.needs_surprisal:  # beta 1 keeps every token: nothing to score
             hidden = out.last_hidden_state[0]
             surprisal = token_surprisal(model, hidden, chunk, last_hidden)
             last_hidden = hidden[-1:]
-        if beta == 1:
-            every = torch.arange(start, start + width, device=device)
-            for layer in range(layers):
-                kept[layer].append(every.expand(cache.layers[layer].keys.shape[1], -1))
-            memory_len += width
-        else:
-            budget = math.ceil(width / beta)
-            for layer in range(layers):
-                slot = cache.layers[layer]
-                scores = score(queries.get(layer), slot.keys, memory_len, surprisal).contiguous()
-                if start == 0:  # attention sinks: the first tokens anchor every later query
-                    scores[:, : min(SINK_TOKENS, budget)] = float("inf")
-                top = scores.topk(budget, dim=-1).indices.sort(dim=-1).values  # [KVH, budget]
-                gather = top[None, :, :, None].expand(1, -1, -1, slot.keys.shape[-1])
-                new_k = slot.keys[:, :, memory_len:].gather(2, gather)
-                new_v = slot.values[:, :, memory_len:].gather(2, gather)
-                delta = torch.arange(budget, device=device)[None, :] - top
-                new_k = rotation.rerotate(new_k, delta, layer)
-                slot.keys = torch.cat([slot.keys[:, :, :memory_len], new_k], dim=2)
-                slot.values = torch.cat([slot.values[:, :, :memory_len], new_v], dim=2)
-                kept[layer].append(top + start)
-            memory_len += budget
+        budget = width if beta == 1 else math.ceil(width / beta)
+        for i, layer in enumerate(cache.layers):
+            if beta == 1:  # everything stays where it is
+                top = torch.arange(width, device=device).expand(layer.keys.shape[1], -1)
+            else:
+                top = importance.compress(
+                    layer,
+                    memory_len,
+                    budget,
+                    queries=queries.get(i),
+                    surprisal=surprisal,
+                    first_window=start == 0,
+                    rerotate=lambda keys, delta, i=i: rotation.rerotate(keys, delta, i),
+                )
+            kept[i].append(top + start)
+        memory_len += budget
         if on_progress:
             on_progress(min(start + width, total), total)
+    return _memory(lm, cache, kept, importance.name, beta, window, total, storage_dtype)
 
-    keys = [cache.layers[i].keys[0].to("cpu", storage_dtype).contiguous() for i in range(layers)]
-    values = [cache.layers[i].values[0].to("cpu", storage_dtype).contiguous() for i in range(layers)]
+
+def _check_fits(lm: LoadedModel, tokens: int, window: int, beta: int) -> None:
+    if not MIN_BETA <= beta <= MAX_BETA:
+        raise ValueError(f"beta must be between {MIN_BETA} and {MAX_BETA}, got {beta}")
+    if not tokens:
+        raise ValueError("cannot form a memory of an empty document")
+    if peak_positions(tokens, window, beta) > lm.max_positions:
+        need = required_beta(tokens, window, lm.max_positions)
+        raise ValueError(
+            f"{tokens} tokens at beta={beta} exceed the model's {lm.max_positions} positions; use beta >= {need}"
+        )
+
+
+def _memory(lm: LoadedModel, cache, kept, scorer: str, beta: int, window: int, total: int, dtype) -> GlobalMemory:
+    """The formed cache as a stored memory: K/V in ``dtype`` on the CPU, which tokens each head kept."""
+    layers = range(len(kept))
+    keys = [cache.layers[i].keys[0].to("cpu", dtype).contiguous() for i in layers]
+    values = [cache.layers[i].values[0].to("cpu", dtype).contiguous() for i in layers]
     indices = torch.stack([torch.cat(k, dim=1) for k in kept]).to(torch.int32).cpu()
     meta = MemoryMeta(
         model_fingerprint=lm.fingerprint,
@@ -130,10 +129,10 @@ def form_memory(
         tokenizer=f"{type(lm.tokenizer).__name__}:{lm.name}",
         beta=beta,
         window=window,
-        scorer=score.name,
+        scorer=scorer,
         doc_tokens=total,
-        memory_tokens=memory_len,
-        num_layers=layers,
+        memory_tokens=keys[0].shape[1],
+        num_layers=len(kept),
         kv_heads=keys[0].shape[0],  # from the cache: configs name KV heads in more ways than one
         head_dim=keys[0].shape[-1],
         dtype=str(keys[0].dtype).removeprefix("torch."),

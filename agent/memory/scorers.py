@@ -1,58 +1,95 @@
 """Which key/value pairs of a window deserve to stay in memory.
 
-A scorer sees one layer at a time: the window queries it asked to observe (after RoPE,
-captured inside attention), the layer's keys over memory + window and, for
-a scorer that asks for it, how surprised the model was by each window token.
-It returns one score per KV head and window token; higher means keep.
+Shaped like kvpress's presses: the base class owns the steps every scorer
+shares (which queries to observe, keeping the top ``budget`` per head with
+the attention sinks protected, gathering and re-rotating what is kept into
+the memory); a scorer is one ``score()``. It sees one layer at a time: the
+window queries it asked to observe (after RoPE, captured inside attention),
+the layer's keys over memory + window and, for a scorer that asks for it,
+how surprised the model was by each window token. It returns one score per
+KV head and window token; higher means keep.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
+from agent import choices
 
-class Scorer(Protocol):
-    name: str
-    needs_surprisal: bool
+SINK_TOKENS = 4  # the document's first tokens anchor every later query: always kept
+
+
+@dataclass
+class Scorer:
+    name: ClassVar[str]
+    needs_surprisal: ClassVar[bool] = False
 
     def observers(self, width: int) -> torch.Tensor:
-        """Window offsets of the queries to capture (sorted); empty for a scorer that needs none."""
-        ...
+        """Window offsets of the queries to capture (sorted); none unless the scorer reads queries."""
+        return torch.arange(0)
 
-    def __call__(
+    def score(
         self, queries: torch.Tensor | None, keys: torch.Tensor, memory_len: int, surprisal: torch.Tensor | None = None
     ) -> torch.Tensor:
         """queries [1, H, n, D] at ``observers(W)`` or None; keys [1, KVH, M + W, D]; surprisal [W] -> [KVH, W]."""
-        ...
+        raise NotImplementedError
+
+    def keep(self, scores: torch.Tensor, budget: int, first_window: bool) -> torch.Tensor:
+        """The ``budget`` best window offsets per head, in document order ([KVH, budget])."""
+        scores = scores.contiguous()
+        if first_window:
+            scores[:, : min(SINK_TOKENS, budget)] = float("inf")
+        return scores.topk(budget, dim=-1).indices.sort(dim=-1).values
+
+    def compress(
+        self,
+        layer,
+        memory_len: int,
+        budget: int,
+        *,
+        queries: torch.Tensor | None,
+        surprisal: torch.Tensor | None,
+        first_window: bool,
+        rerotate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:
+        """Replace the window in ``layer``'s cache by its kept pairs, moved to the positions right
+        after the memory (``rerotate(keys, delta)``); returns the kept window offsets."""
+        top = self.keep(self.score(queries, layer.keys, memory_len, surprisal), budget, first_window)
+        gather = top[None, :, :, None].expand(1, -1, -1, layer.keys.shape[-1])
+        new_k = layer.keys[:, :, memory_len:].gather(2, gather)
+        new_v = layer.values[:, :, memory_len:].gather(2, gather)
+        new_k = rerotate(new_k, torch.arange(budget, device=top.device)[None, :] - top)
+        layer.keys = torch.cat([layer.keys[:, :, :memory_len], new_k], dim=2)
+        layer.values = torch.cat([layer.values[:, :, :memory_len], new_v], dim=2)
+        return top
 
 
-class ObservationAttention:
-    """SnapKV-style: attention the window's last queries pay to each window token.
+@dataclass
+class SnapKV(Scorer):
+    """Attention the window's last queries pay to each window token (SnapKV).
 
     Softmax runs over memory and window keys together, so a token only scores
     high if it competes with what memory already holds; scores are pooled
     over neighbours so kept tokens come in small phrases, not lone subwords.
     """
 
-    name = "snapkv"
-    needs_surprisal = False
-
-    def __init__(self, pool: int = 7, observers: int = 32) -> None:
-        self.pool = pool
-        self.n_observers = observers
+    name: ClassVar[str] = "snapkv"
+    pool: int = 7
+    last_queries: int = 32
 
     def observers(self, width: int) -> torch.Tensor:
-        n = min(self.n_observers, width)
+        n = min(self.last_queries, width)
         return torch.arange(width - n, width)
 
-    def __call__(
-        self, queries: torch.Tensor | None, keys: torch.Tensor, memory_len: int, surprisal: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        assert queries is not None, "observation scoring needs captured queries"
+    def score(self, queries, keys, memory_len, surprisal=None):
+        if queries is None:
+            raise ValueError("SnapKV scoring needs the captured queries")
         _, heads, n_obs, dim = queries.shape
         kv_heads, total = keys.shape[1], keys.shape[2]
         window = total - memory_len
@@ -60,62 +97,26 @@ class ObservationAttention:
         q = queries.float().reshape(kv_heads, groups * n_obs, dim)
         logits = torch.einsum("hqd,hkd->hqk", q, keys[0].float()) / math.sqrt(dim)
         logits = logits.view(kv_heads, groups, n_obs, total)
-        key_pos = torch.arange(window, device=keys.device)
-        query_pos = self.observers(window).to(keys.device)
-        future = key_pos[None, :] > query_pos[:, None]
+        future = torch.arange(window, device=keys.device)[None, :] > self.observers(window).to(keys.device)[:, None]
         logits[..., memory_len:] = logits[..., memory_len:].masked_fill(future, float("-inf"))
-        attn = logits.softmax(dim=-1)[..., memory_len:]
-        scores = self.reduce(attn.sum(dim=1), future)
+        scores = logits.softmax(dim=-1)[..., memory_len:].sum(dim=(1, 2))  # over query groups and observers
         if self.pool > 1:
             scores = F.avg_pool1d(scores[:, None], self.pool, stride=1, padding=self.pool // 2).squeeze(1)
         return scores[:, :window]
 
-    def reduce(self, attn: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
-        """[KVH, n_obs, W] attention -> [KVH, W] scores."""
-        return attn.sum(dim=1)
 
-
-class SpreadObservation(ObservationAttention):
-    """Observers spread evenly over the window, not only at its end.
-
-    The last queries of a window look at what the window ends on; a fact
-    stated early and never mentioned again gets no attention from them, and
-    a memory is written before anyone knows the question. Queries from every
-    part of the window each vote for what they attend to; a token's score is
-    its mean attention from the observers that can see it, so early tokens
-    are not favoured just for being visible to more of them.
-    """
-
-    name = "spread"
-
-    def __init__(self, pool: int = 7, observers: int = 64) -> None:
-        super().__init__(pool, observers)
-
-    def observers(self, width: int) -> torch.Tensor:
-        n = min(self.n_observers, width)
-        return torch.linspace(0, width - 1, n).round().long().unique()
-
-    def reduce(self, attn: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
-        seen_by = (~future).sum(dim=0).clamp(min=1)  # observers at or after each token
-        return attn.sum(dim=1) / seen_by
-
-
-class KeyNorm:
+@dataclass
+class KeyNorm(Scorer):
     """Keys with a small L2 norm draw the most attention (Devoto et al., 2024)."""
 
-    name = "keynorm"
-    needs_surprisal = False
+    name: ClassVar[str] = "keynorm"
 
-    def observers(self, width: int) -> torch.Tensor:
-        return torch.arange(0)
-
-    def __call__(
-        self, queries: torch.Tensor | None, keys: torch.Tensor, memory_len: int, surprisal: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def score(self, queries, keys, memory_len, surprisal=None):
         return -keys[0, :, memory_len:].float().norm(dim=-1)
 
 
-class Surprisal:
+@dataclass
+class Surprisal(Scorer):
     """Keep the passages the model did not see coming (information content).
 
     A memory is written before anyone asks, so attention-based scores favour
@@ -128,31 +129,21 @@ class Surprisal:
     layer and head keeps the same tokens: the memory reads as whole phrases.
     """
 
-    name = "surprisal"
-    needs_surprisal = True
+    name: ClassVar[str] = "surprisal"
+    needs_surprisal: ClassVar[bool] = True
+    pool: int = 15
 
-    def __init__(self, pool: int = 15) -> None:
-        self.pool = pool
-
-    def observers(self, width: int) -> torch.Tensor:
-        return torch.arange(0)
-
-    def __call__(
-        self, queries: torch.Tensor | None, keys: torch.Tensor, memory_len: int, surprisal: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        assert surprisal is not None, "surprisal scoring needs the window's token surprisal"
+    def score(self, queries, keys, memory_len, surprisal=None):
+        if surprisal is None:
+            raise ValueError("surprisal scoring needs the window's token surprisal")
         scores = surprisal.float()[None, None]
         if self.pool > 1:
             scores = F.avg_pool1d(scores, self.pool, stride=1, padding=self.pool // 2, count_include_pad=False)
         return scores[0, :, : surprisal.numel()].expand(keys.shape[1], -1)
 
 
-SCORERS: dict[str, type] = {
-    "snapkv": ObservationAttention,
-    "spread": SpreadObservation,
-    "keynorm": KeyNorm,
-    "surprisal": Surprisal,
-}
+SCORERS: dict[str, type[Scorer]] = {cls.name: cls for cls in (SnapKV, KeyNorm, Surprisal)}
+assert tuple(SCORERS) == choices.SCORERS, "agent.choices.SCORERS must name exactly the scorers"
 
 
 def get_scorer(name: str) -> Scorer:

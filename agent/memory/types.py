@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from agent.memory.errors import CorruptMemory, IncompatibleMemory
+from store.errors import CorruptMemory, IncompatibleMemory
 
 FORMAT_VERSION = 1
 _META_KEY = "memorag"
@@ -63,10 +63,6 @@ class GlobalMemory:
     def nbytes(self) -> int:
         kv = sum(t.numel() * t.element_size() for t in self.keys + self.values)
         return kv + self.token_indices.numel() * self.token_indices.element_size()
-
-    def covered_tokens(self) -> torch.Tensor:
-        """Sorted document token indices kept by at least one head of any layer."""
-        return torch.unique(self.token_indices)
 
     def check_model(self, fingerprint: str) -> None:
         if self.meta.model_fingerprint != fingerprint:

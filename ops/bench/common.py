@@ -69,7 +69,6 @@ class ClueCache:
     document, three programs per question); fusion choices can then be
     compared on exactly the same clues. Keys hold the model fingerprint, beta,
     scorer and read span, so a different model or memory never reuses them.
-    Spans copied from the document (``copied_spans``) are kept beside them.
     """
 
     def __init__(self, path: str | Path | None) -> None:
@@ -78,9 +77,12 @@ class ClueCache:
         self._backend: tuple[str, object] | None = None  # the last meeting's memory, formed once
 
     def _key(self, lm, sample, question, beta: int) -> str:
-        from agent.settings import get_settings
+        from agent.programs import CLUE_PARTS
+        from core.settings import get_settings
 
-        return f"{lm.fingerprint}|{beta}|{get_settings().scorer}|{lm.read_span}|{sample.doc_id}|{question.text}"
+        budgets = ",".join(str(tokens) for _, tokens in CLUE_PARTS.values())  # clue token budgets
+        memory = f"{lm.fingerprint}|{beta}|{get_settings().scorer}|{lm.read_span}"
+        return f"{memory}|{budgets}|{sample.doc_id}|{question.text}"
 
     def _memory_backend(self, lm, sample, beta: int):
         import time
@@ -111,21 +113,6 @@ class ClueCache:
 
         keyed = [(q, self._key(lm, sample, q, beta)) for q in questions]
         return self._fill(keyed, lambda q: asdict(programs.write_clues(self._memory_backend(lm, sample, beta), q.text)))
-
-    def copied_spans(self, lm, sample, questions, beta: int) -> dict[str, list[str]]:
-        """``question text -> spans`` written with every line copied from the meeting's text."""
-        from agent import programs
-        from agent.memory.copying import MAX_SPAN, MIN_SPAN, CopySource
-
-        source = None
-
-        def write(q) -> dict:
-            nonlocal source
-            source = source or CopySource(lm.tokenizer, [sample.text])
-            return {"spans": programs.write_spans(self._memory_backend(lm, sample, beta), q.text, copy_from=source)}
-
-        keyed = [(q, self._key(lm, sample, q, beta) + f"|copied:{MIN_SPAN}-{MAX_SPAN}") for q in questions]
-        return {text: entry["spans"] for text, entry in self._fill(keyed, write).items()}
 
 
 class BenchRedis:

@@ -25,7 +25,7 @@ from agent.memory.formation import form_memory, peak_positions, required_beta
 from agent.memory.types import GlobalMemory
 from agent.models import load_model, resolve_dtype
 from agent.pipeline import save_memory
-from agent.settings import get_settings
+from core.settings import get_settings
 from store.memories import MemoryStore
 
 
@@ -109,8 +109,15 @@ def fidelity(lm, tokens: int, betas, window, scorer, storage, n_facts: int) -> d
     nll_none = mean_nll(None)
     full = form_memory(lm, ids, beta=1, window=window, storage_dtype=storage)
     nll_full = mean_nll(full, replace(lm, read_span=0))  # exact full context, positions as in the text
-    out = {"tokens": len(ids), "facts": len(facts), "nll_none": nll_none, "nll_full": nll_full,
-           "nll_full_spread": mean_nll(full), "read_span": lm.read_span, "betas": {}}  # fmt: skip
+    out = {
+        "tokens": len(ids),
+        "facts": len(facts),
+        "nll_none": nll_none,
+        "nll_full": nll_full,
+        "nll_full_spread": mean_nll(full),
+        "read_span": lm.read_span,
+        "betas": {},
+    }
     for beta in betas:
         memory = form_memory(lm, ids, beta=beta, window=window, scorer=scorer, storage_dtype=storage)
         nll = mean_nll(memory)
@@ -121,6 +128,7 @@ def fidelity(lm, tokens: int, betas, window, scorer, storage, n_facts: int) -> d
 
 
 def main() -> None:
+    # Long on purpose: one experiment read top to bottom (arguments, measurements, the table printed).
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", default="8000,32000", help="document sizes in tokens")
     parser.add_argument("--betas", default="4,8,16,32,64", help="compression ratios")
@@ -142,9 +150,24 @@ def main() -> None:
     store = MemoryStore(server.client)
     try:
         rows = cost_rows(lm, store, sizes, betas, window, scorer, storage)
-        print_table(rows, ["tokens", "beta", "form_s", "plain_prefill_s", "formation_overhead", "memory_tokens",
-                           "bytes_per_token", "full_kv_bytes_per_token", "size_vs_ideal", "rehydrate_s",
-                           "rehydrate_speedup", "redis_mib_s"], "cost")  # fmt: skip
+        print_table(
+            rows,
+            [
+                "tokens",
+                "beta",
+                "form_s",
+                "plain_prefill_s",
+                "formation_overhead",
+                "memory_tokens",
+                "bytes_per_token",
+                "full_kv_bytes_per_token",
+                "size_vs_ideal",
+                "rehydrate_s",
+                "rehydrate_speedup",
+                "redis_mib_s",
+            ],
+            "cost",
+        )
         fid = fidelity(lm, args.fidelity_tokens, betas, window, scorer, storage, args.facts) if args.facts else None
         if fid:
             print_table(
@@ -155,11 +178,20 @@ def main() -> None:
             )
     finally:
         server.stop()
-    write_json(args.json, {
-        "model": lm.name, "device": str(lm.device), "dtype": str(lm.dtype), "memory_dtype": str(storage),
-        "window": window, "scorer": scorer, "runs": rows, "fidelity": fid,
-        "date": time.strftime("%Y-%m-%d"),
-    })  # fmt: skip
+    write_json(
+        args.json,
+        {
+            "model": lm.name,
+            "device": str(lm.device),
+            "dtype": str(lm.dtype),
+            "memory_dtype": str(storage),
+            "window": window,
+            "scorer": scorer,
+            "runs": rows,
+            "fidelity": fid,
+            "date": time.strftime("%Y-%m-%d"),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from agent.chat import chat_prompt
 from agent.memory.decoding import SamplingParams, generate, token_logprobs
 from agent.memory.formation import form_memory, peak_positions
 from agent.models import load_model, resolve_dtype
-from agent.settings import get_settings
+from core.settings import get_settings
 
 
 def answer_rank(lm, memory, prompt: list[int], fact, lead: str = "") -> int:
@@ -61,11 +61,16 @@ def evaluate(lm, memory, facts, max_tokens: int) -> dict:
         cloze_ranks.append(answer_rank(lm, memory, cloze, fact, lead=lead.rstrip()))
         said = generate(lm, memory, cloze, SamplingParams(max_new_tokens=8, stop=(".", "\n")))
         cloze_hits += fact.answer.lower() in said.lower()
-    return {"accuracy": hits / len(facts), "answer_logprob_rank": sum(ranks) / len(ranks),
-            "cloze_accuracy": cloze_hits / len(facts), "cloze_rank": sum(cloze_ranks) / len(cloze_ranks)}  # fmt: skip
+    return {
+        "accuracy": hits / len(facts),
+        "answer_logprob_rank": sum(ranks) / len(ranks),
+        "cloze_accuracy": cloze_hits / len(facts),
+        "cloze_rank": sum(cloze_ranks) / len(cloze_ranks),
+    }
 
 
 def main() -> None:
+    # Long on purpose: one experiment read top to bottom (arguments, measurements, the table printed).
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", default="4000,6000,32000")
     parser.add_argument("--betas", default="4,8,16")
@@ -82,8 +87,9 @@ def main() -> None:
     lm = load_model(settings=settings)
     storage = resolve_dtype(settings.memory_dtype, lm.device)
     facts = FACTS[: args.facts]
-    print(f"model {lm.name} ({lm.dtype}), window {window}, scorer {scorer}, read span {lm.read_span}, "
-          f"{len(facts)} facts")  # fmt: skip
+    print(
+        f"model {lm.name} ({lm.dtype}), window {window}, scorer {scorer}, read span {lm.read_span}, {len(facts)} facts"
+    )
     runs = []
     for n in [int(x) for x in args.tokens.split(",") if x]:
         ids = plant(lm.tokenizer, essay_tokens(lm.tokenizer, n), facts)
@@ -98,8 +104,9 @@ def main() -> None:
             memory = form_memory(lm, ids, beta=beta, window=window, scorer=scorer, storage_dtype=storage)
             result = evaluate(replace(lm, read_span=span), memory, facts, args.max_tokens)
             seconds = time.perf_counter() - started
-            runs.append({"tokens": n, "beta": beta, "mode": mode, "memory_tokens": len(memory), **result,
-                         "seconds": seconds})  # fmt: skip
+            runs.append(
+                {"tokens": n, "beta": beta, "mode": mode, "memory_tokens": len(memory), **result, "seconds": seconds}
+            )
             print(f"[{n} tokens] {mode} beta {beta}: {result}", flush=True)
     for n in {r["tokens"] for r in runs}:
         full = next((r for r in runs if r["tokens"] == n and r["mode"] == "full"), None)
@@ -120,9 +127,19 @@ def main() -> None:
             "seconds",
         ],
     )
-    write_json(args.json, {"model": lm.name, "dtype": str(lm.dtype), "window": window, "scorer": scorer,
-                           "read_span": lm.read_span, "facts": len(facts), "date": time.strftime("%Y-%m-%d"),
-                           "runs": runs})  # fmt: skip
+    write_json(
+        args.json,
+        {
+            "model": lm.name,
+            "dtype": str(lm.dtype),
+            "window": window,
+            "scorer": scorer,
+            "read_span": lm.read_span,
+            "facts": len(facts),
+            "date": time.strftime("%Y-%m-%d"),
+            "runs": runs,
+        },
+    )
 
 
 if __name__ == "__main__":

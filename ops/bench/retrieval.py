@@ -1,19 +1,15 @@
 """Retrieval benchmark on QMSum: does retrieving with memory clues find more evidence?
 
 Strategies, all on the same chunks, embedder and k, in one run:
-``rag`` (question only, dense: standard RAG), ``bm25`` (keywords only),
-``hybrid`` (dense + BM25 by RRF), ``memorag`` (question + memory clues with
-the pipeline's fusion, ``agent.retrieval.DEFAULT_FUSION``), ``memorag_rrf``
-(one RRF vote per clue, the question twice), ``clues_hybrid`` (question +
-clues, dense + BM25); two ceilings of span writing, ``spans_oracle`` (question +
+``rag`` (question only, dense: standard RAG), ``memorag`` (question + memory
+clues with the pipeline's fusion, ``agent.retrieval.DEFAULT_FUSION``),
+``memorag_rrf`` (one RRF vote per clue, the question twice); two ceilings of span writing, ``spans_oracle`` (question +
 the gold evidence text as the spans) and ``memorag_oracle_spans`` (the pipeline's
 clues with the gold text in place of the model's spans), and the same two with
 the spans joined into one clue (``memorag_spans_joined``, ``memorag_oracle_joined``);
-with ``--fusions``, two rows per named fusion of ``agent.retrieval.FUSIONS``:
+with ``--fusions``, two rows per named fusion (the library's and ``fusions.py``'s):
 the model's clues, and the same with the gold evidence as the spans (that
-fusion's ceiling of span writing); with ``--copied``, rows whose spans were
-written with every line copied from the meeting (``copied_spans_only``,
-``memorag_copied`` and one per fusion). Also the embedded index's search latency
+fusion's ceiling of span writing). Also the embedded index's search latency
 against a bare numpy product.
 
     python ops/bench/retrieval.py --meetings 8 --json out.json
@@ -33,24 +29,21 @@ from pathlib import Path
 import common  # noqa: F401  (puts the project on sys.path)
 import numpy as np
 from common import DATA, BenchRedis, ClueCache, print_table, write_json
+from fusions import ALL, EXPERIMENTS
 
 from agent import programs
 from agent.datasets import load_qmsum
 from agent.metrics import covered_fraction, gold_chunk_ids, hit_at_k, recall_at_k
 from agent.models import load_model
-from agent.pipeline import HYBRID_RETRIEVAL
-from agent.retrieval import FUSIONS, chunk_document, get_embedder, retrieve
+from agent.retrieval import chunk_document, get_embedder, retrieve
 from agent.rlgf import Example, gold_spans
-from agent.settings import get_settings
-from store.vectors import EmbeddedIndex, tokenize_words
+from core.settings import get_settings
+from store.vectors import EmbeddedIndex
 
 STRATEGIES = [
     "rag",
-    "bm25",
-    "hybrid",
     "memorag",
     "memorag_rrf",
-    "clues_hybrid",
     "spans_oracle",
     "memorag_oracle_spans",
     "memorag_spans_joined",
@@ -58,18 +51,9 @@ STRATEGIES = [
 ]
 
 
-def bm25_top(chunks, question: str, k: int) -> list[str]:
-    from rank_bm25 import BM25Okapi
-
-    scores = BM25Okapi([tokenize_words(c.text) for c in chunks]).get_scores(tokenize_words(question))
-    return [chunks[i].id for i in np.argsort(-scores)[:k]]
-
-
 def quality(args, lm, embedder, index) -> tuple[dict, int]:
-    fusions = [f for f in (FUSIONS if args.fusions == "all" else args.fusions.split(",")) if f]
+    fusions = [f for f in (ALL if args.fusions == "all" else args.fusions.split(",")) if f]
     rows = [*STRATEGIES, *(f"fusion:{f}" for f in fusions), *(f"fusion:{f}:gold_spans" for f in fusions)]
-    if args.copied:
-        rows += ["copied_spans_only", "memorag_copied", *(f"fusion:{f}:copied" for f in fusions)]
     found: dict[str, list[tuple[float, float]]] = {s: [] for s in rows}
     cache = ClueCache(args.clue_cache)
     n = 0
@@ -80,7 +64,6 @@ def quality(args, lm, embedder, index) -> tuple[dict, int]:
         if not asked:
             continue
         written = cache.clues(lm, sample, [q for q, _ in asked], args.beta)
-        copied = cache.copied_spans(lm, sample, [q for q, _ in asked], args.beta) if args.copied else {}
         kb = f"bench-{sample.doc_id}"
         index.drop(kb)
         index.upsert(kb, chunks, embedder.encode([c.text for c in chunks]))
@@ -99,23 +82,15 @@ def quality(args, lm, embedder, index) -> tuple[dict, int]:
 
             ranked = {
                 "rag": ids(),
-                "bm25": bm25_top(chunks, q.text, args.k),
-                "hybrid": ids(hybrid=True),
-                "memorag": ids(spans, hints, hybrid=HYBRID_RETRIEVAL),  # the pipeline's fusion
-                "memorag_rrf": ids(spans, hints, fusion="rrf"),
-                "clues_hybrid": ids(spans, hints, hybrid=True),
+                "memorag": ids(spans, hints),  # the pipeline's fusion
+                "memorag_rrf": ids(spans, hints, fusion=EXPERIMENTS["rrf"]),
                 "spans_oracle": ids(quoted),
                 "memorag_oracle_spans": ids(quoted, hints),
                 "memorag_spans_joined": ids(joined(spans), hints),
                 "memorag_oracle_joined": ids(joined(quoted), hints),
-                **{f"fusion:{f}": ids(spans, hints, fusion=f) for f in fusions},
-                **{f"fusion:{f}:gold_spans": ids(quoted, hints, fusion=f) for f in fusions},
+                **{f"fusion:{f}": ids(spans, hints, fusion=ALL[f]) for f in fusions},
+                **{f"fusion:{f}:gold_spans": ids(quoted, hints, fusion=ALL[f]) for f in fusions},
             }
-            if args.copied:  # the memory's spans, each line copied verbatim from the meeting
-                lines = copied[q.text]
-                ranked["copied_spans_only"] = ids(lines)
-                ranked["memorag_copied"] = ids(lines, hints, hybrid=HYBRID_RETRIEVAL)
-                ranked.update({f"fusion:{f}:copied": ids(lines, hints, fusion=f) for f in fusions})
             for name, got in ranked.items():
                 found[name].append((recall_at_k(gold, got, args.k), hit_at_k(gold, got, args.k)))
             n += 1
@@ -126,11 +101,13 @@ def quality(args, lm, embedder, index) -> tuple[dict, int]:
     for name, values in found.items():
         recalls = np.array([r for r, _ in values])
         table[name] = {
-            f"recall@{k}": float(recalls.mean()), f"hit@{k}": float(np.mean([h for _, h in values])),
+            f"recall@{k}": float(recalls.mean()),
+            f"hit@{k}": float(np.mean([h for _, h in values])),
             "stderr": float(recalls.std() / max(1, np.sqrt(len(recalls)))),
-            "vs_rag": float((recalls - rag).mean()), "wins": int((recalls > rag).sum()),
+            "vs_rag": float((recalls - rag).mean()),
+            "wins": int((recalls > rag).sum()),
             "losses": int((recalls < rag).sum()),
-        }  # fmt: skip
+        }
     return table, n
 
 
@@ -153,8 +130,15 @@ def chunk_sweep(args, tokenizer, embedder, index, sizes: list[int]) -> list[dict
                     found = [(e.chunk.char_start, e.chunk.char_end) for e in retrieve(index, embedder, kb, q.text, k=k)]
                     recalls.append(covered_fraction(q.evidence, found))
             index.drop(kb)
-        rows.append({"chunk_tokens": size, "k": k, "chunks": n_chunks, "gold_chars_covered": float(np.mean(recalls)),
-                     "queries": len(recalls)})  # fmt: skip
+        rows.append(
+            {
+                "chunk_tokens": size,
+                "k": k,
+                "chunks": n_chunks,
+                "gold_chars_covered": float(np.mean(recalls)),
+                "queries": len(recalls),
+            }
+        )
         print(f"chunk {size}: {rows[-1]}", flush=True)
     return rows
 
@@ -186,8 +170,15 @@ def latency(index, sizes: list[int], dim: int = 384, budget_s: float = 3.0) -> l
             np.argpartition(-scores[0], 4)[:5]
             bare.append(time.perf_counter() - started)
         search_s, bare_s = float(np.median(search)), float(np.median(bare))
-        rows.append({"vectors": size, "search_ms": search_s * 1e3, "numpy_ms": bare_s * 1e3,
-                     "ratio": search_s / bare_s, "samples": len(search)})  # fmt: skip
+        rows.append(
+            {
+                "vectors": size,
+                "search_ms": search_s * 1e3,
+                "numpy_ms": bare_s * 1e3,
+                "ratio": search_s / bare_s,
+                "samples": len(search),
+            }
+        )
         index.drop(kb)
     return rows
 
@@ -206,9 +197,6 @@ def main() -> None:
     parser.add_argument("--sweep", default="128,256,512", help="chunk sizes for the question-only sweep")
     parser.add_argument("--sweep-meetings", type=int, default=35)
     parser.add_argument("--fusions", default="", help="also rank with these fusions (comma-separated, or 'all')")
-    parser.add_argument(
-        "--copied", action="store_true", help="also rank with spans copied verbatim from the meeting (copy-constrained)"
-    )
     parser.add_argument("--clue-cache", default=None, help="JSON file keeping written clues between runs")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -216,8 +204,13 @@ def main() -> None:
     settings = get_settings()
     server = BenchRedis(settings)
     index = EmbeddedIndex(server.client)
-    payload: dict = {"date": time.strftime("%Y-%m-%d"), "k": args.k, "beta": args.beta,
-                     "chunk_tokens": args.chunk_tokens, "overlap": args.overlap}  # fmt: skip
+    payload: dict = {
+        "date": time.strftime("%Y-%m-%d"),
+        "k": args.k,
+        "beta": args.beta,
+        "chunk_tokens": args.chunk_tokens,
+        "overlap": args.overlap,
+    }
     try:
         if not args.skip_quality:
             lm, embedder = load_model(settings=settings), get_embedder()

@@ -34,16 +34,19 @@ from agent.datasets import load_qmsum
 from agent.evaluation import EvalConfig, Harness, Report
 from agent.metrics import gold_chunk_ids, hit_at_k, recall_at_k
 from agent.models import load_model
-from agent.retrieval import DEFAULT_FUSION, FUSIONS, get_embedder
-from agent.settings import get_settings
+from agent.retrieval import ADAPTER_FUSION, DEFAULT_FUSION, FUSIONS, get_embedder
+from core.settings import get_settings
 from store.memories import MemoryStore
 from store.redis import connect
 from store.vectors import open_index
 
 
 def examples_of(samples, per_doc: int) -> list[rlgf.Example]:
-    return [rlgf.Example(s.doc_id, q.text, q.answers[0], tuple(q.evidence))
-            for s in samples for q in [q for q in s.questions if q.evidence][:per_doc]]  # fmt: skip
+    return [
+        rlgf.Example(s.doc_id, q.text, q.answers[0], tuple(q.evidence))
+        for s in samples
+        for q in [q for q in s.questions if q.evidence][:per_doc]
+    ]
 
 
 def fixed_span_metrics(corpus: rlgf.Documents, examples, spans_of=lambda example: []) -> dict:
@@ -58,6 +61,7 @@ def fixed_span_metrics(corpus: rlgf.Documents, examples, spans_of=lambda example
 
 
 def main() -> None:
+    # Long on purpose: one experiment read top to bottom (arguments, corpus, rows in the order printed).
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", default=str(DATA / "qmsum" / "train.jsonl"))
     parser.add_argument("--val", default=str(DATA / "qmsum" / "val.jsonl"))
@@ -69,14 +73,23 @@ def main() -> None:
     parser.add_argument("--beta", type=int, default=16)
     parser.add_argument("--candidates", type=int, default=4)
     parser.add_argument("--margin", type=float, default=0.05)
-    parser.add_argument("--temperature", type=float, default=rlgf.SAMPLE_TEMPERATURE,
-                        help="sampling temperature of candidate clue sets")  # fmt: skip
-    parser.add_argument("--fusion", default=rlgf.ADAPTER_FUSION, choices=sorted(FUSIONS),
-                        help="fusion every row retrieves with (default: the one trained adapters are gated and "
-                        f"queried with; the base model's queries use {DEFAULT_FUSION})")  # fmt: skip
-    parser.add_argument("--pair-fusion", default=None, choices=sorted(FUSIONS),
-                        help="fusion that scores sampled clue sets for preference pairs (default: --fusion); "
-                        "'rrf' gives each span its own vote, so candidates differ more")  # fmt: skip
+    parser.add_argument(
+        "--temperature", type=float, default=rlgf.SAMPLE_TEMPERATURE, help="sampling temperature of candidate clue sets"
+    )
+    parser.add_argument(
+        "--fusion",
+        default=ADAPTER_FUSION,
+        choices=sorted(FUSIONS),
+        help="fusion every row retrieves with (default: the one trained adapters are gated and "
+        f"queried with; the base model's queries use {DEFAULT_FUSION})",
+    )
+    parser.add_argument(
+        "--pair-fusion",
+        default=None,
+        choices=sorted(FUSIONS),
+        help="fusion that scores sampled clue sets for preference pairs (default: --fusion); "
+        "'rrf' gives each span its own vote, so candidates differ more",
+    )
     parser.add_argument("--loglik-weight", type=float, default=0.2)
     parser.add_argument("--pref-minutes", type=float, default=10.0, help="time budget for sampling and scoring")
     parser.add_argument("--sft-steps", type=int, default=40)
@@ -122,8 +135,9 @@ def main() -> None:
     sft = [(e, rlgf.evidence_text(texts[e.doc_id], e)) for e in train]
     train_cfg = dict(lr=args.lr, seed=args.seed)
     started = time.monotonic()
-    sft_run = rlgf.train(corpus, [], rlgf.TrainConfig(steps=0, sft_steps=args.sft_steps, **train_cfg), sft=sft,
-                         on_progress=say)  # fmt: skip
+    sft_run = rlgf.train(
+        corpus, [], rlgf.TrainConfig(steps=0, sft_steps=args.sft_steps, **train_cfg), sft=sft, on_progress=say
+    )
     adapters.mark(lm, "sft")
     results["memorag_sft"] = rlgf.evaluate(corpus, val, adapter=True, loglik=False, hints=hints, on_progress=say)
     print(results, flush=True)
@@ -131,33 +145,66 @@ def main() -> None:
     # Preference data sampled from the current clue writer (the warm-started one).
     weights = rlgf.RewardWeights(recall=1.0, loglik=args.loglik_weight)
     corpus.fusion = args.pair_fusion or args.fusion
-    pairs, stats = rlgf.preference_data(corpus, train, n=args.candidates, temperature=args.temperature,
-                                        margin=args.margin, weights=weights,
-                                        seed=args.seed, budget_s=args.pref_minutes * 60, on_progress=say)  # fmt: skip
+    pairs, stats = rlgf.preference_data(
+        corpus,
+        train,
+        n=args.candidates,
+        temperature=args.temperature,
+        margin=args.margin,
+        weights=weights,
+        seed=args.seed,
+        budget_s=args.pref_minutes * 60,
+        on_progress=say,
+    )
     corpus.fusion = args.fusion  # every row is evaluated with one fusion
     print(f"{stats.pairs} pairs from {stats.examples} queries, {stats.candidates} candidates ({stats.seconds:.0f} s)")
     dpo_run = rlgf.train(corpus, pairs, rlgf.TrainConfig(steps=args.dpo_steps, **train_cfg), on_progress=say)
     adapters.mark(lm, "dpo")
     results["memorag_dpo"] = rlgf.evaluate(corpus, val, adapter=True, loglik=False, hints=hints, on_progress=say)
-    rlgf_run = rlgf.train(corpus, pairs, rlgf.TrainConfig(steps=args.dpo_steps, sft_steps=args.sft_steps, **train_cfg),
-                          sft=sft, on_progress=say)  # fmt: skip
+    rlgf_run = rlgf.train(
+        corpus,
+        pairs,
+        rlgf.TrainConfig(steps=args.dpo_steps, sft_steps=args.sft_steps, **train_cfg),
+        sft=sft,
+        on_progress=say,
+    )
     adapters.mark(lm, "rlgf")
     results["memorag_rlgf"] = rlgf.evaluate(corpus, val, adapter=True, loglik=False, hints=hints, on_progress=say)
     train_minutes = (time.monotonic() - started) / 60
 
     k = args.k
     base = results["rag"][f"recall@{k}"]
-    rows = [{"strategy": name, f"recall@{k}": r[f"recall@{k}"], f"hit@{k}": r[f"hit@{k}"],
-             "vs_rag": r[f"recall@{k}"] - base} for name, r in results.items()]  # fmt: skip
-    print_table(rows, ["strategy", f"recall@{k}", f"hit@{k}", "vs_rag"],
-                f"QMSum val, {len(val)} queries; trained on {len(train)} QMSum train queries")  # fmt: skip
-    write_json(args.json, {
-        "strategies": results, "n_queries": len(val), "train_queries": len(train),
-        "train_minutes": round(train_minutes, 1), "preference": vars(stats), "k": k, "beta": args.beta,
-        "model": lm.name, "date": time.strftime("%Y-%m-%d"), "args": vars(args),
-        "losses": {"sft": sft_run.losses, "dpo": dpo_run.losses, "rlgf": rlgf_run.losses},
-        "memories": memory_report.memory,
-    })  # fmt: skip
+    rows = [
+        {
+            "strategy": name,
+            f"recall@{k}": r[f"recall@{k}"],
+            f"hit@{k}": r[f"hit@{k}"],
+            "vs_rag": r[f"recall@{k}"] - base,
+        }
+        for name, r in results.items()
+    ]
+    print_table(
+        rows,
+        ["strategy", f"recall@{k}", f"hit@{k}", "vs_rag"],
+        f"QMSum val, {len(val)} queries; trained on {len(train)} QMSum train queries",
+    )
+    write_json(
+        args.json,
+        {
+            "strategies": results,
+            "n_queries": len(val),
+            "train_queries": len(train),
+            "train_minutes": round(train_minutes, 1),
+            "preference": vars(stats),
+            "k": k,
+            "beta": args.beta,
+            "model": lm.name,
+            "date": time.strftime("%Y-%m-%d"),
+            "args": vars(args),
+            "losses": {"sft": sft_run.losses, "dpo": dpo_run.losses, "rlgf": rlgf_run.losses},
+            "memories": memory_report.memory,
+        },
+    )
 
 
 if __name__ == "__main__":

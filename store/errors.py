@@ -1,4 +1,5 @@
-"""Why a stored memory cannot be used; callers rebuild it from the text."""
+"""Why a stored memory cannot be used; callers rebuild it from the text. Raised by the store and by
+the memory format itself, so it sits at the bottom of the house."""
 
 
 class MemoryProblem(Exception):

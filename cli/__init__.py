@@ -1,0 +1,51 @@
+"""The command line: a thin click face over ``service`` (and ``agent`` for one-off memories and eval).
+
+Each module holds one family of commands; this one assembles them under ``cli``.
+"""
+
+from __future__ import annotations
+
+import click
+
+from cli.base import FriendlyGroup, LineProgress
+from cli.bases import docs, ingest, kb, remove
+from cli.evaluate import eval_
+from cli.memory import memory
+from cli.queries import ask, feedback, result, status
+from cli.services import beat, down, models, up, worker
+from cli.training import adapters, retrain
+from core.settings import get_settings
+
+
+@click.group(cls=FriendlyGroup)
+def cli() -> None:
+    """memorag: answer questions over long documents with a compressed global memory.
+
+    Configuration comes from MEMORAG_* environment variables; nothing is
+    needed for the embedded defaults (data under ~/.local/share/memorag).
+    """
+    get_settings()  # a bad MEMORAG_* value stops every command here, in one line
+
+
+for command in (
+    up,
+    down,
+    worker,
+    beat,
+    models,
+    kb,
+    ingest,
+    docs,
+    remove,
+    ask,
+    status,
+    result,
+    feedback,
+    retrain,
+    adapters,
+    eval_,
+    memory,
+):
+    cli.add_command(command)
+
+__all__ = ["LineProgress", "cli"]

@@ -1,0 +1,150 @@
+"""Questions and what people say about the answers: ask, status, result, feedback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from agent.choices import FEEDBACK_FORMATS, TASKS
+from cli.base import Failure, FriendlyGroup, Step, follow
+from cli.bases import follow_ingestion
+from service import feedback as feedback_service
+from service import queries
+
+
+@click.command()
+@click.argument("kb_name", metavar="KB")
+@click.argument("question")
+@click.option(
+    "--task",
+    type=click.Choice(TASKS),
+    default="memorag",
+    show_default=True,
+    help="qa: memory alone; memorag: memory clues -> retrieval -> answer; summarize: key points -> summary.",
+)
+@click.option("--wait", is_flag=True, help="Wait for the answer and print it with its citation and evidence.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with --wait: the whole answer record).")
+@click.option("--show-clues", is_flag=True, help="With --wait: also print the clues the memories wrote.")
+@click.option("--timeout", type=float, default=900, show_default=True, help="Seconds --wait waits.")
+def ask(kb_name: str, question: str, task: str, wait: bool, as_json: bool, show_clues: bool, timeout: float) -> None:
+    """Ask QUESTION about the knowledge base KB; prints the query id at once."""
+    ticket = queries.ask(kb_name, question, task)
+    if not wait:
+        click.echo(json.dumps({"query": ticket.public_id, "status": "queued"}) if as_json else ticket.public_id)
+        return
+    if not as_json:
+        click.echo(ticket.public_id)
+
+    def poll(query_id: int) -> Step:
+        state = queries.query_status(query_id)
+        finished = state not in ("queued", "processing")
+        return Step(f"{ticket.public_id}: {state}", finished=finished)
+
+    late = (
+        f"{ticket.public_id} is still running after {timeout:.0f} s; see 'python manage.py result {ticket.public_id}'"
+    )
+    follow([ticket.id], poll, interval=0.2, timeout=timeout, late=lambda: late)
+    print_result(ticket.id, as_json, show_clues=show_clues)
+
+
+def print_result(query_id: int, as_json: bool, *, show_clues: bool = False) -> None:
+    found = queries.result(query_id)
+    row = found.answer
+    if as_json:
+        click.echo(json.dumps(found.record(), indent=2, default=str))
+    elif row is None:
+        raise Failure(f"{found.public_id} is {found.status}" + (f": {found.error}" if found.error else ""))
+    else:
+        click.echo(row["text"] or "(empty answer)")
+        cited = row["citation"]
+        if cited and row["supported"]:
+            quote = " ".join(cited["quote"].split())
+            where = f"{cited['chunk_id']} {cited.get('document', '')}, chars {cited['char_start']}-{cited['char_end']}"
+            click.echo(f'  source: "{quote}" ({where})')
+        elif row["supported"] is False and row["reason"]:
+            click.echo(f"  not shown as an answer: {row['reason']}")
+        for e in row["evidence"]:
+            snippet = " ".join(e["text"].split())[:200]
+            where = f"{e['doc_id']} {e['document']} #{e['ordinal']} (chars {e['char_start']}-{e['char_end']})"
+            click.echo(f"  evidence {where}: {snippet}")
+        for clue in row["clues"] if show_clues else []:
+            click.echo(f"  clue: {clue}")
+        stages = ", ".join(f"{k} {v:.2f}s" for k, v in row["timings"].items())
+        adapter = f"; adapter {row['adapter_version']}" if row["adapter_version"] else ""
+        model = f"model {row['model']} {row['model_fingerprint']}"
+        click.echo(f"  ({found.task}, {row['reader'] or 'generate'}; {stages}; {model}{adapter})")
+    if found.status == "failed":
+        raise Failure(f"{found.public_id} failed: {found.error}")
+
+
+@click.command()
+@click.argument("ident", metavar="ID")
+def status(ident: str) -> None:
+    """Status of a document (d<number>) or a query (q<number>)."""
+    now = queries.status(ident)
+    line = f"{now.public_id}\t{now.status}"
+    if now.progress:
+        line += f"\t{now.progress['stage']} {now.progress['done']}/{now.progress['total']} tokens"
+    if now.error:
+        line += f"\t{now.error}"
+    click.echo(line)
+
+
+@click.command()
+@click.argument("ident", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="The whole answer record as JSON.")
+@click.option("--show-clues", is_flag=True, help="Also print the clues the memories wrote.")
+def result(ident: str, as_json: bool, show_clues: bool) -> None:
+    """The answer to query ID with its citation, evidence and timings."""
+    print_result(queries.existing_query(ident), as_json, show_clues=show_clues)
+
+
+class FeedbackGroup(FriendlyGroup):
+    """``feedback ID --good`` stays short: an id where a subcommand would be means ``feedback give``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["give", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=FeedbackGroup)
+def feedback() -> None:
+    """Rate answers (feedback ID --good|--bad [--answer TEXT]) or import labelled data; both retrain clues.
+
+    \b
+    python manage.py feedback q12 --bad --answer "They postponed it"
+    python manage.py feedback import ../shared/data/qmsum/train.jsonl --format qmsum --kb meetings
+    """
+
+
+@feedback.command("give")
+@click.argument("ident", metavar="ID")
+@click.option("--good/--bad", "good", default=None, help="Was the answer right?")
+@click.option("--answer", "corrected", default=None, help="The correct answer, when it was wrong.")
+@click.option("--comment", default=None, help="Anything else worth keeping.")
+def feedback_give(ident: str, good: bool | None, corrected: str | None, comment: str | None) -> None:
+    """Rate the answer to query ID; ratings and corrections retrain the clue writer."""
+    row = feedback_service.give_feedback(ident, good, corrected, comment)
+    click.echo(f"feedback {row} stored for {ident}")
+
+
+@feedback.command("import")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(FEEDBACK_FORMATS), required=True)
+@click.option("--kb", "kb_name", required=True, help="Knowledge base to hold the documents (created if missing).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N documents.")
+@click.option("--wait", is_flag=True, help="Show ingestion progress until every document is ready.")
+def feedback_import(path: Path, fmt: str, kb_name: str, limit: int | None, wait: bool) -> None:
+    """Seed KB's feedback from a labelled dataset: its documents are ingested, each question becomes a
+    query with its gold answer (and gold evidence spans, where the format has them) as a correction.
+    Importing the same file again adds nothing twice."""
+    done = feedback_service.import_feedback(path, fmt, kb_name, limit)
+    click.echo(
+        f"{done.added} feedback rows imported into {kb_name} ({done.skipped} already there), "
+        f"{done.documents} documents ({len(done.ingesting)} being ingested)"
+    )
+    if wait and done.ingesting:
+        follow_ingestion(done.ingesting)

@@ -1,0 +1,138 @@
+"""Running the service: the embedded Valkey, workers, beat, and the bundled model."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import click
+
+from cli.base import Failure, FriendlyGroup, console, progress
+from core.settings import get_settings
+
+
+@click.command()
+@click.option("--no-worker", is_flag=True, help="Start only the embedded Valkey, no background worker.")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until the worker is serving queues.")
+def up(no_worker: bool, wait: bool) -> None:
+    """Start the embedded Valkey and a background worker (a no-op for what already runs).
+
+    Valkey keeps its data under MEMORAG_HOME/valkey; the worker logs to
+    MEMORAG_HOME/logs/worker.log. With MEMORAG_REDIS_URL set, only the worker starts.
+    """
+    from store.redis import embedded_url, start_embedded
+    from workers import local
+
+    settings = get_settings()
+    if settings.redis_url:
+        click.echo(f"using Redis at {settings.redis_url} (MEMORAG_REDIS_URL)")
+    else:
+        running = embedded_url(settings)
+        url = running or start_embedded(settings)
+        click.echo(f"embedded Valkey {'already running' if running else 'started'} at {url}")
+    if no_worker:
+        return
+    pid, started = local.start(settings)
+    if not started:
+        click.echo(f"worker already running (pid {pid})")
+        return
+    if wait:
+        with console.status("starting the worker"):
+            _wait_for_worker(settings, pid)
+    click.echo(f"worker started (pid {pid}, log {local.log_file(settings)})")
+
+
+def _wait_for_worker(settings, pid: int, timeout: float = 120.0) -> None:
+    from service.stores import live_queues
+    from workers import local
+    from workers.app import QUEUES
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if local.running_pid(settings) is None:
+            raise Failure(f"the worker exited at start; see {local.log_file(settings)}")
+        if set(QUEUES) <= set(live_queues()):
+            return
+        time.sleep(0.25)
+    raise Failure(f"the worker did not come up in {timeout:.0f} s; see {local.log_file(settings)}")
+
+
+@click.command()
+def down() -> None:
+    """Stop the background worker (its current task finishes or is redelivered) and the embedded Valkey."""
+    from store.redis import stop_embedded
+    from workers import local
+
+    settings = get_settings()
+    click.echo("worker stopped" if local.stop(settings) else "no background worker was running")
+    click.echo("embedded Valkey stopped" if stop_embedded(settings) else "embedded Valkey was not running")
+
+
+@click.command()
+@click.option("-Q", "--queues", default="memory,query,train", show_default=True, help="Queues to serve.")
+@click.option(
+    "--pool",
+    type=click.Choice(["solo", "prefork"]),
+    default="solo",
+    show_default=True,
+    help="solo: one process holds the model; prefork: one child per --concurrency.",
+)
+@click.option("--concurrency", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.option("-n", "--hostname", default=None, help="Worker name (default memorag-PID@host).")
+def worker(queues: str, pool: str, concurrency: int, loglevel: str, hostname: str | None) -> None:
+    """Run a Celery worker in the foreground (Ctrl-C stops it after the current task)."""
+    from workers.app import QUEUES, configure
+
+    unknown = sorted(set(queues.split(",")) - set(QUEUES))
+    if unknown:
+        raise Failure(f"unknown queue(s) {', '.join(unknown)}; choose from {', '.join(QUEUES)}")
+    name = hostname or f"memorag-{os.getpid()}@%h"
+    configure().worker_main(
+        [
+            "worker",
+            f"--pool={pool}",
+            f"--concurrency={concurrency}",
+            f"--queues={queues}",
+            f"--loglevel={loglevel}",
+            f"--hostname={name}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+@click.command()
+@click.option("--loglevel", default="INFO", show_default=True)
+def beat(loglevel: str) -> None:
+    """Run Celery beat, which enqueues the periodic retraining (schedule state under MEMORAG_HOME/run)."""
+    from workers.app import configure
+
+    settings = get_settings()
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    configure().Beat(loglevel=loglevel, schedule=str(settings.run_dir / "beat-schedule")).run()
+
+
+@click.group(cls=FriendlyGroup)
+def models() -> None:
+    """Prepare and inspect the language models."""
+
+
+@models.command("prepare")
+def models_prepare() -> None:
+    """Convert the bundled SmolLM2-135M-Instruct GGUF to safetensors once (a re-run is a no-op)."""
+    from agent.models import default_model_dir, fingerprint_dir, is_prepared, prepare_default_model
+
+    settings = get_settings()
+    if is_prepared(default_model_dir(settings)):
+        click.echo(f"default model ready in {default_model_dir(settings)} (nothing to do)")
+        return
+    stages = ["reading GGUF weights", "building safetensors model", "writing safetensors", "done"]
+    with progress() as bar:
+        task = bar.add_task("preparing the default model", total=len(stages) - 1)
+
+        def on_stage(stage: str) -> None:
+            bar.update(task, description=stage, completed=stages.index(stage))
+
+        path, _ = prepare_default_model(settings, on_stage=on_stage)
+    click.echo(f"default model ready in {path} (fingerprint {fingerprint_dir(path)})")

@@ -1,0 +1,108 @@
+"""One settings object, read from ``MEMORAG_*`` environment variables and checked once.
+
+Every default is the embedded, no-set-up choice; production overrides by
+environment. It lives below every layer (``store/``, ``agent/``, ``workers/``
+all read it) and imports none of them. A bad value is one line naming the
+variable, what it holds and what it should hold: ``InvalidSettings``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DType = Literal["auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32"]
+Positive = Annotated[int, Field(ge=1)]
+NonNegative = Annotated[int, Field(ge=0)]
+
+
+class InvalidSettings(ValueError):
+    """A ``MEMORAG_*`` variable holds a value the service cannot use; the message says which and why."""
+
+
+class Settings(BaseSettings):
+    # An empty variable means the default, as an unset one does.
+    model_config = SettingsConfigDict(
+        env_prefix="MEMORAG_", env_ignore_empty=True, frozen=True, str_strip_whitespace=True, extra="ignore"
+    )
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".local/share/memorag")
+    redis_url: str = ""
+    model: str = "default"
+    device: str = "auto"
+    dtype: DType = "auto"
+    memory_dtype: DType = "bf16"
+    beta: Annotated[int, Field(ge=1, le=64)] = 16
+    window: Positive = 1024
+    scorer: str = "snapkv"
+    # A memory longer than this many tokens is read with its positions spread over it (0: never).
+    read_span: NonNegative = 2048
+    reader: Literal["auto", "extract", "generate"] = "auto"
+    memory_ttl_s: NonNegative = 0
+    generator_url: str = ""
+    generator_api: Literal["sglang", "openai"] = "sglang"
+    generator_api_key: str = ""
+    generator_model: str = "default"
+    weaviate_url: str = ""
+    weaviate_grpc_port: Annotated[int, Field(ge=1, le=65535)] = 50051
+    weaviate_api_key: str = ""
+    embedder: str = "default"
+    max_document_mb: Annotated[float, Field(gt=0)] = 20.0
+    database_url: str = ""
+    # Longest task a worker may run before the broker hands its message to another worker.
+    task_timeout_s: Positive = 7200
+    route_docs: Positive = 3
+    top_k: Annotated[int, Field(ge=1, le=50)] = 5
+    # RLGF: beat runs `retrain` every RETRAIN_INTERVAL seconds; it trains only once this much new feedback arrived.
+    retrain_interval: Positive = 3600
+    retrain_min_feedback: Positive = 20
+    rlgf_candidates: Annotated[int, Field(ge=2)] = 4
+    rlgf_steps: NonNegative = 40
+    rlgf_sft_steps: NonNegative = 20
+    rlgf_budget_s: Annotated[float, Field(gt=0)] = 1800.0
+    rlgf_heldout: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    gate_margin: Annotated[float, Field(ge=0)] = 0.01
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def valkey_dir(self) -> Path:
+        return self.home / "valkey"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    def replace(self, **changes) -> Settings:
+        """A copy with ``changes`` applied and checked like the environment is."""
+        return checked(lambda: Settings(**{**self.model_dump(), **changes}))
+
+
+def checked(make) -> Settings:
+    try:
+        return make()
+    except ValidationError as exc:
+        raise InvalidSettings(describe(exc)) from None
+
+
+def describe(exc: ValidationError) -> str:
+    """The first problem as one line: ``MEMORAG_TOP_K='abc': should be a whole number``."""
+    error = exc.errors()[0]
+    name = "MEMORAG_" + "_".join(str(part) for part in error["loc"]).upper()
+    message = error["msg"].replace("Input should be", "should be").replace("input", "value")
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{name}={error.get('input')!r}: {message}{more}"
+
+
+def get_settings() -> Settings:
+    """Fresh settings each call, so tests and CLIs can change the environment; raises InvalidSettings."""
+    return checked(Settings)

@@ -1,0 +1,21 @@
+"""What the service refuses, and why, in words a user can act on."""
+
+
+class ServiceError(Exception):
+    """A request the service cannot carry out; the message says why and, where it can, what to do."""
+
+
+class NotFound(ServiceError):
+    """No knowledge base, document, query or adapter by that name or id."""
+
+
+class Conflict(ServiceError):
+    """It exists already, or is in a state that forbids the request."""
+
+
+class Invalid(ServiceError):
+    """The request itself is malformed: an empty question, a bad name or id."""
+
+
+class NoWorker(ServiceError):
+    """No worker serves the queue the request needs."""

@@ -1,0 +1,60 @@
+"""The stores and workers a request touches, opened on first use in this process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from core.settings import get_settings
+from service.errors import NoWorker
+
+
+@dataclass
+class Stores:
+    """The Redis memory store and the vector index (embedded or Weaviate)."""
+
+    @cached_property
+    def _client(self):
+        from store.redis import connect
+
+        return connect(settings=get_settings())
+
+    @cached_property
+    def memories(self):
+        from store.memories import MemoryStore
+
+        return MemoryStore(self._client, ttl_s=get_settings().memory_ttl_s)
+
+    @cached_property
+    def index(self):
+        from store.vectors import open_index
+
+        return open_index(self._client, get_settings())
+
+
+def live_queues() -> dict[str, list[str]]:
+    """Queue name -> the live workers serving it."""
+    from store.redis import connect
+    from workers.liveness import live_queues as read
+
+    return read(connect(settings=get_settings()))
+
+
+def require_worker(queue: str) -> None:
+    if not live_queues().get(queue):
+        raise NoWorker(
+            f"no worker is serving the {queue!r} queue; start one in the background with 'python manage.py up' "
+            "or in the foreground with 'python manage.py worker'"
+        )
+
+
+def task_progress(task_id: str | None) -> dict | None:
+    """What a running task last reported: ``{"stage", "done", "total"}``, or None."""
+    if not task_id:
+        return None
+    from celery.result import AsyncResult
+
+    from workers.app import configure
+
+    info = AsyncResult(task_id, app=configure()).info
+    return info if isinstance(info, dict) and "stage" in info else None
