@@ -10,9 +10,10 @@ import click
 from cli.base import FriendlyGroup, LineProgress
 from cli.bases import docs, ingest, kb, remove
 from cli.evaluate import eval_
+from cli.keys import keys
 from cli.memory import memory
 from cli.queries import ask, feedback, result, status
-from cli.services import beat, down, models, up, worker
+from cli.services import beat, down, models, serve, up, worker
 from cli.training import adapters, retrain
 from core.settings import get_settings
 
@@ -32,7 +33,9 @@ for command in (
     down,
     worker,
     beat,
+    serve,
     models,
+    keys,
     kb,
     ingest,
     docs,

@@ -136,3 +136,31 @@ def models_prepare() -> None:
 
         path, _ = prepare_default_model(settings, on_stage=on_stage)
     click.echo(f"default model ready in {path} (fingerprint {fingerprint_dir(path)})")
+
+
+@click.command()
+@click.option("--host", default=None, help="Address to bind [MEMORAG_API_HOST, default 127.0.0.1].")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port [MEMORAG_API_PORT, default 8000].")
+def serve(host: str | None, port: int | None) -> None:
+    """Run the HTTP API in the foreground (OpenAPI docs at /docs).
+
+    A non-loopback address needs at least one API key ('manage.py keys create'),
+    so an open service is never reachable from another machine by accident.
+    """
+    import ipaddress
+
+    import uvicorn
+
+    from api.app import create_app
+    from service.keys import active_keys
+
+    settings = get_settings()
+    host, port = host or settings.api_host, port or settings.api_port
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and active_keys() == 0:
+        raise Failure(f"refusing to listen on {host} without an API key: create one with 'manage.py keys create'")
+    click.echo(f"memorag API on http://{host}:{port} (docs at /docs)")
+    uvicorn.run(create_app(), host=host, port=port, log_level="info")

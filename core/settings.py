@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     weaviate_api_key: str = ""
     embedder: str = "default"
     max_document_mb: Annotated[float, Field(gt=0)] = 20.0
+    api_host: str = "127.0.0.1"
+    api_port: Annotated[int, Field(ge=1, le=65535)] = 8000
     database_url: str = ""
     # Longest task a worker may run before the broker hands its message to another worker.
     task_timeout_s: Positive = 7200

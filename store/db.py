@@ -161,6 +161,19 @@ class AdapterVersion(SQLModel, table=True):
     promoted_at: datetime | None = None
 
 
+class ApiKey(SQLModel, table=True):
+    """An HTTP API key: its role in one knowledge base (none: every one), stored as a salted scrypt hash."""
+
+    __tablename__ = "api_key"
+    id: int | None = Field(default=None, primary_key=True)
+    kb_id: int | None = Field(default=None, foreign_key="knowledge_base.id", index=True)
+    role: str = Field(max_length=16)
+    salt: str = Field(max_length=64)
+    digest: str = Field(max_length=128)
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+
 def ready_documents(s: Session, kb_id: int) -> list[int]:
     """The knowledge base's documents a question can be answered from, in id order."""
     query = select(Document.id).where(Document.kb_id == kb_id, Document.status == Status.ready)

@@ -113,3 +113,14 @@ def clean_home(tmp_path, monkeypatch):
     (home / "models" / src.name).symlink_to(src)
     monkeypatch.setenv("MEMORAG_HOME", str(home))
     return home
+
+
+@pytest.fixture
+def records(clean_home, valkey_url, redis_client, monkeypatch, tmp_path):
+    """A fresh embedded Valkey database and a SQLite file of records, for the manager and the service layer."""
+    from store import db
+
+    monkeypatch.setenv("MEMORAG_REDIS_URL", valkey_url)
+    monkeypatch.setenv("MEMORAG_DATABASE_URL", f"sqlite:///{tmp_path / 'records.db'}")
+    yield tmp_path
+    db.reset_engines()

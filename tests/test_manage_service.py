@@ -46,11 +46,8 @@ def run(*args: str):
 
 
 @pytest.fixture
-def env(clean_home, valkey_url, redis_client, monkeypatch, tmp_path):
-    monkeypatch.setenv("MEMORAG_REDIS_URL", valkey_url)
-    monkeypatch.setenv("MEMORAG_DATABASE_URL", f"sqlite:///{tmp_path / 'records.db'}")
-    yield tmp_path
-    db.reset_engines()
+def env(records):
+    return records
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "manage.py")

@@ -135,21 +135,22 @@ def test_gate_promotes_an_adapter_that_quotes_the_evidence_and_refuses_a_misled_
     little to outweigh a question anchored into every clue (the pipeline's fusion)."""
     corpus.fusion = Fusion()  # one vote per clue
     examples = _examples(corpus)
-    base = rlgf.evaluate(corpus, examples, adapter=False, loglik=False, spans_only=True)
+    spans_alone = {example: [] for example in examples}  # no other clues: retrieval with the spans alone
+    base = rlgf.evaluate(corpus, examples, adapter=False, loglik=False, hints=spans_alone)
     config = rlgf.TrainConfig(steps=0, sft_steps=120, lr=2e-2, seed=0)
 
     # Taught to quote each question's gold evidence: retrieval with its spans finds it.
     sft = [(ex, " ".join(rlgf.evidence_text(corpus.texts[ex.doc_id], ex).split()[:12])) for ex in examples]
     rlgf.train(corpus, [], config, sft=sft)
     adapters.mark(corpus.lm, "good")
-    good = rlgf.evaluate(corpus, examples, adapter=True, loglik=False, spans_only=True)
+    good = rlgf.evaluate(corpus, examples, adapter=True, loglik=False, hints=spans_alone)
     assert rlgf.gate(good, base, k=2, margin=0.1).promote, (good, base)
 
     # Taught the other document's evidence (shuffled targets): it points retrieval at the wrong place.
     misled = [(ex, text) for (ex, _), (_, text) in zip(sft, reversed(sft), strict=True)]
     rlgf.train(corpus, [], config, sft=misled)
     adapters.mark(corpus.lm, "bad")
-    bad = rlgf.evaluate(corpus, examples, adapter=True, loglik=False, spans_only=True)
+    bad = rlgf.evaluate(corpus, examples, adapter=True, loglik=False, hints=spans_alone)
     decision = rlgf.gate(bad, good, k=2, margin=0.1)
     assert not decision.promote and "margin" in decision.reason, (bad, good)
 

@@ -18,16 +18,15 @@ def evaluate(
     *,
     adapter: bool,
     loglik: bool = True,
-    spans_only: bool = False,
     hints: dict | None = None,
     on_progress: Progress | None = None,
 ) -> dict[str, float]:
     """Recall@k and hit@k of the pipeline's fused retrieval, and the answer's log-likelihood, per example mean.
 
-    ``spans_only`` retrieves with the question and the evidence spans alone (the
-    program the adapter is trained on), leaving out the base model's other clues.
-    ``hints`` keeps those other clues per example between calls: the base model
-    writes them greedily, so two writers compared on the same examples share them.
+    ``hints`` keeps the base model's other clues (sharper questions, the draft)
+    per example between calls: it writes them greedily, so two span writers
+    compared on the same examples share them. An example given no hints
+    retrieves with the question and its spans alone.
     """
     recalls, hits, logliks = [], [], []
     hints = {} if hints is None else hints
@@ -36,12 +35,9 @@ def evaluate(
             on_progress("evaluating", i, len(examples))
         backend = LocalBackend(corpus.lm, corpus.memory(example.doc_id))
         spans = programs.write_spans(backend, example.question, adapter=adapter)
-        if spans_only:
-            found = retrieve_with(corpus, example, spans)
-        else:
-            if example not in hints:
-                hints[example] = programs.Clues([], *programs.write_hints(backend, example.question)).hints()
-            found = retrieve_with(corpus, example, spans, hints[example])
+        if example not in hints:
+            hints[example] = programs.Clues([], *programs.write_hints(backend, example.question)).hints()
+        found = retrieve_with(corpus, example, spans, hints[example])
         gold = gold_chunk_ids(corpus.chunks(example.doc_id), list(example.evidence))
         if gold:
             ids = [e.chunk.id for e in found]

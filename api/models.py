@@ -1,0 +1,86 @@
+"""What the HTTP API accepts and returns (the OpenAPI schema is built from these)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from agent.choices import TASKS
+
+
+class KbIn(BaseModel):
+    name: str = Field(examples=["meetings"], description="letters, digits, '.', '_' or '-'; 64 at most")
+    description: str = Field(default="", examples=["weekly product meetings"])
+
+
+class KbOut(BaseModel):
+    name: str
+    description: str
+    documents: dict[str, int] = Field(description="document count by status", examples=[{"ready": 3}])
+
+
+class Accepted(BaseModel):
+    id: str = Field(examples=["d12"])
+    name: str = Field(examples=["notes.md"])
+    status: str = Field(examples=["queued"])
+    existing: str | None = Field(default=None, description="the name it already had, when the text was there")
+
+
+class DocumentOut(BaseModel):
+    id: str = Field(examples=["d12"])
+    name: str
+    status: str = Field(examples=["processing"])
+    token_count: int | None = None
+    memory_tokens: int | None = None
+    chunk_count: int | None = None
+    error: str | None = None
+    progress: dict[str, Any] | None = Field(default=None, examples=[{"stage": "reading", "done": 2048, "total": 9000}])
+
+    @classmethod
+    def of(cls, info, progress: dict | None = None) -> DocumentOut:
+        return cls(
+            id=info.public_id, name=info.name, status=info.status, token_count=info.token_count,
+            memory_tokens=info.memory_tokens, chunk_count=info.chunk_count, error=info.error, progress=progress,
+        )  # fmt: skip
+
+
+Task = Literal[TASKS]  # type: ignore[valid-type]
+
+
+class QueryIn(BaseModel):
+    question: str = Field(min_length=1, examples=["Who built the Kell bridge?"])
+    task: Task = "memorag"
+
+
+class QueryOut(BaseModel):
+    id: str = Field(examples=["q7"])
+    status: str = Field(examples=["queued"])
+    error: str | None = None
+
+
+class ResultOut(BaseModel):
+    query: str = Field(examples=["q7"])
+    question: str
+    task: str
+    status: str
+    error: str | None = None
+    text: str | None = Field(default=None, description="the answer, or why the documents do not hold one")
+    reader: str | None = Field(default=None, examples=["extract"])
+    supported: bool | None = None
+    citation: dict[str, Any] | None = None
+    reason: str | None = None
+    evidence: list[dict[str, Any]] = Field(default_factory=list)
+    clues: list[str] = Field(default_factory=list)
+    timings: dict[str, float] = Field(default_factory=dict)
+    model: str | None = None
+    model_fingerprint: str | None = None
+    adapter_version: str | None = None
+
+    model_config = {"extra": "ignore", "protected_namespaces": ()}
+
+
+class FeedbackIn(BaseModel):
+    good: bool = Field(description="was the answer right?")
+    answer: str | None = Field(default=None, description="the correct answer, when it was wrong")
+    comment: str | None = None

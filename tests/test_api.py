@@ -1,0 +1,124 @@
+"""The HTTP API against the app with the embedded Valkey, SQLite and (for the whole path) a real worker."""
+
+from __future__ import annotations
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from service import bases, keys
+from store import db
+from tests.test_service import BAKERY, OBSERVATORY, wait_for
+from workers import runtime
+from workers.app import configure
+
+
+@pytest.fixture
+def client(records):
+    return TestClient(create_app())
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def town(client):
+    """Two knowledge bases and a key of each role for the first."""
+    bases.create_kb("town")
+    bases.create_kb("other")
+    return {role: keys.create_key(role, "town") for role in keys.ROLES} | {"other": keys.create_key("admin", "other")}
+
+
+def test_health_needs_no_key_and_readiness_names_what_is_missing(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["checks"]["database"] == "ok"
+    assert ready.json()["checks"]["worker:query"] == "no live worker"
+
+
+def test_every_endpoint_refuses_no_key_a_wrong_key_and_a_revoked_key(client, town):
+    calls = [("get", "/v1/kbs"), ("get", "/v1/kbs/town/documents"), ("get", "/v1/documents/1"),
+             ("get", "/v1/queries/1"), ("get", "/v1/queries/1/result"), ("delete", "/v1/kbs/town")]  # fmt: skip
+    revoked = keys.create_key("admin", "town")
+    keys.revoke_key(int(revoked.split("_")[1]))
+    wrong = town["reader"][:-3] + "xyz"
+    for method, path in calls:
+        for headers in ({}, auth(wrong), auth(revoked), auth("not-a-key")):
+            reply = client.request(method, path, headers=headers)
+            assert reply.status_code == 401, (method, path, headers, reply.text)
+            assert set(reply.json()) == {"error"}
+
+
+def test_a_key_sees_only_its_knowledge_base_and_does_only_what_its_role_allows(client, town):
+    assert [kb["name"] for kb in client.get("/v1/kbs", headers=auth(town["reader"])).json()] == ["town"]
+    stranger = auth(town["other"])
+    for path in ("/v1/kbs/town/documents", "/v1/kbs/nowhere/documents"):  # no existence leak: both 404
+        reply = client.get(path, headers=stranger)
+        assert reply.status_code == 404 and "no knowledge base named" in reply.json()["error"]
+    upload = client.post("/v1/kbs/town/documents", headers=auth(town["reader"]), files={"files": ("a.txt", b"Hi.")})
+    assert upload.status_code == 403 and "needs a writer key" in upload.json()["error"]
+    created = client.post("/v1/kbs", headers=auth(town["admin"]), json={"name": "new"})
+    assert created.status_code == 403  # an admin of one knowledge base may not create others
+    operator = keys.create_key("admin")
+    assert client.post("/v1/kbs", headers=auth(operator), json={"name": "new"}).status_code == 201
+    assert client.post("/v1/kbs", headers=auth(operator), json={"name": "new"}).status_code == 409
+    assert client.post("/v1/kbs", headers=auth(operator), json={"name": "bad name"}).status_code == 422
+
+
+def test_bad_input_is_one_clear_line_with_the_right_status(client, town, monkeypatch):
+    writer = auth(town["writer"])
+    assert client.post("/v1/kbs/town/queries", headers=writer, json={"question": ""}).status_code == 422
+    assert (
+        client.post("/v1/kbs/town/queries", headers=writer, json={"question": "Hi?", "task": "poem"}).status_code == 422
+    )
+    no_docs = client.post("/v1/kbs/town/queries", headers=writer, json={"question": "Who?"})
+    assert no_docs.status_code == 422 and "has no ready documents" in no_docs.json()["error"]
+    monkeypatch.setenv("MEMORAG_MAX_DOCUMENT_MB", "0.00001")
+    big = client.post("/v1/kbs/town/documents", headers=writer, files={"files": ("big.txt", b"word " * 100)})
+    assert big.status_code == 413 and "big.txt" in big.json()["error"] and "over the" in big.json()["error"]
+    monkeypatch.delenv("MEMORAG_MAX_DOCUMENT_MB")
+    binary = client.post("/v1/kbs/town/documents", headers=writer, files={"files": ("x.bin", b"\x00\x01\x02" * 50)})
+    assert binary.status_code == 422 and "x.bin" in binary.json()["error"]
+    no_worker = client.post("/v1/kbs/town/documents", headers=writer, files={"files": ("a.txt", b"Some text.")})
+    assert no_worker.status_code == 503 and "no worker" in no_worker.json()["error"]
+    assert client.get("/v1/queries/999", headers=writer).status_code == 404
+    assert "Traceback" not in no_worker.text
+
+
+@pytest.mark.model
+def test_upload_ready_ask_result_feedback(client, town, monkeypatch):
+    monkeypatch.setenv("MEMORAG_BETA", "4")
+    runtime.reset()
+    writer = auth(town["writer"])
+    with start_worker(configure(), pool="solo", perform_ping_check=False, shutdown_timeout=30):
+        files = [("files", ("bakery.txt", BAKERY.encode())), ("files", ("observatory.txt", OBSERVATORY.encode()))]
+        accepted = client.post("/v1/kbs/town/documents", headers=writer, files=files)
+        assert accepted.status_code == 202 and [d["status"] for d in accepted.json()] == ["queued", "queued"]
+        again = client.post("/v1/kbs/town/documents", headers=writer, files=files[:1]).json()
+        assert again[0]["existing"] == "bakery.txt"  # the same text is not added twice
+        ids = [int(d["id"][1:]) for d in accepted.json()]
+        for doc_id in ids:
+            wait_for(lambda d=doc_id: client.get(f"/v1/documents/{d}", headers=writer).json()["status"] == "ready")
+        asked = client.post(
+            "/v1/kbs/town/queries", headers=auth(town["reader"]), json={"question": "Who built the telescope?"}
+        )
+        assert asked.status_code == 202 and asked.json()["status"] == "queued"
+        query = int(asked.json()["id"][1:])
+        wait_for(lambda: client.get(f"/v1/queries/{query}", headers=writer).json()["status"] in ("done", "failed"))
+    result = client.get(f"/v1/queries/{query}/result", headers=auth(town["reader"])).json()
+    assert result["status"] == "done" and result["evidence"] and result["text"]
+    if result["supported"]:
+        assert result["citation"]["document"] in ("bakery.txt", "observatory.txt")
+    assert client.get(f"/v1/queries/{query}/result", headers=auth(town["other"])).status_code == 404
+    assert (
+        client.post(f"/v1/queries/{query}/feedback", headers=auth(town["reader"]), json={"good": True}).status_code
+        == 403
+    )
+    given = client.post(f"/v1/queries/{query}/feedback", headers=writer, json={"good": False, "answer": "Ilse Varga"})
+    assert given.status_code == 201
+    with db.session() as s:
+        row = s.get(db.Feedback, given.json()["feedback"])
+        assert (row.query_id, row.rating, row.corrected_answer) == (query, -1, "Ilse Varga")
+    runtime.reset()
