@@ -9,17 +9,20 @@ another, whether it exists or not.
 
 from __future__ import annotations
 
+import json
 import tempfile
-from pathlib import Path
+import time
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, File, Header, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Header, Path, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from sqlmodel import select
+from starlette.exceptions import HTTPException
 
-from api.models import Accepted, DocumentOut, FeedbackIn, KbIn, KbOut, QueryIn, QueryOut, ResultOut
-from service import Conflict, Invalid, NotFound, NoWorker, ServiceError, bases, documents, keys, queries
+from api.models import Accepted, DocumentOut, ErrorOut, FeedbackIn, KbIn, KbOut, QueryIn, QueryOut, Readiness, ResultOut
+from service import Conflict, Invalid, NotFound, NoWorker, ServiceError, bases, documents, keys, queries, training
 from service import feedback as feedback_service
 from store import db
 
@@ -36,6 +39,18 @@ class TooLarge(ServiceError):
     """The upload or question is over its limit."""
 
 
+WHY = {
+    400: "the body cannot be parsed",
+    401: "no key, or a wrong or revoked one",
+    403: "the key's role is too small",
+    404: "unknown, or in another knowledge base",
+    409: "exists already",
+    413: "over the size limit",
+    422: "bad input",
+    503: "a store or worker is missing",
+}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut, "description": why} for code, why in WHY.items()}
+PAGE = FilePath(__file__).parent / "static" / "index.html"  # the web page: no build step
 STATUS = {Unauthenticated: 401, Denied: 403, NotFound: 404, Conflict: 409, TooLarge: 413, Invalid: 422, NoWorker: 503}
 
 
@@ -47,6 +62,7 @@ def create_app() -> FastAPI:
     )
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _bad_request)
+    app.add_exception_handler(HTTPException, _http_error)
     _add_errors(app)
     app.include_router(_routes())
     return app
@@ -58,6 +74,11 @@ def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
     return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
 
 
+def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    """Starlette's own refusals (an unparsable body, a method not allowed) in the same shape as ours."""
+    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+
 def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"] if part != "body")
@@ -66,11 +87,16 @@ def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
 
 def _add_errors(app: FastAPI) -> None:
     from agent.documents import BadDocument
+    from store.adapters import AdapterNotFound
     from store.redis import StoreUnavailable
 
     @app.exception_handler(BadDocument)
     def _bad_document(_: Request, exc: BadDocument) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=413 if "over the" in str(exc) else 422)
+
+    @app.exception_handler(AdapterNotFound)
+    def _no_adapter(_: Request, exc: AdapterNotFound) -> JSONResponse:
+        return JSONResponse({"error": exc.args[0] if exc.args else str(exc)}, status_code=404)
 
     @app.exception_handler(StoreUnavailable)
     def _store_down(_: Request, exc: StoreUnavailable) -> JSONResponse:
@@ -91,6 +117,7 @@ def principal(
 
 
 Key = Annotated[keys.Principal, Depends(principal)]
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the number in d12 or q7")]
 
 
 def _kb(who: keys.Principal, name: str, role: str) -> int:
@@ -122,13 +149,20 @@ def _owned(who: keys.Principal, model, number: int, label: str, role: str):
 def _routes():
     from fastapi import APIRouter
 
-    r = APIRouter()
+    r = APIRouter(responses=ERRORS)
+
+    @r.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(PAGE, media_type="text/html")
 
     @r.get("/healthz", tags=["service"], summary="The process is up")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @r.get("/readyz", tags=["service"], summary="The database, Redis and a worker per queue answer")
+    @r.get(
+        "/readyz", tags=["service"], summary="The database, Redis and a worker per queue answer",
+        response_model=Readiness, responses={503: {"model": Readiness, "description": "something is not ready"}},
+    )  # fmt: skip
     def readyz() -> JSONResponse:
         return _readiness()
 
@@ -141,8 +175,7 @@ def _routes():
 
     @r.post("/v1/kbs", status_code=201, tags=["knowledge bases"], summary="Create a knowledge base (admin)")
     def create_kb(body: KbIn, who: Key) -> KbOut:
-        if not (who.kb_id is None and who.may("admin")):
-            raise Denied("only an admin key for every knowledge base may create one")
+        _operator(who, "create knowledge bases")
         bases.create_kb(body.name, body.description)
         return KbOut(name=body.name, description=body.description, documents={})
 
@@ -164,13 +197,13 @@ def _routes():
         return [DocumentOut.of(d) for d in documents.list_documents(name)]
 
     @r.get("/v1/documents/{doc_id}", tags=["documents"], summary="A document's status and progress")
-    def get_document(doc_id: int, who: Key) -> DocumentOut:
+    def get_document(doc_id: RowId, who: Key) -> DocumentOut:
         _owned(who, db.Document, doc_id, "document", "reader")
         info, progress = documents.document_progress(doc_id)
         return DocumentOut.of(info, progress)
 
     @r.delete("/v1/documents/{doc_id}", tags=["documents"], summary="Remove a document (writer)")
-    def delete_document(doc_id: int, who: Key) -> dict[str, Any]:
+    def delete_document(doc_id: RowId, who: Key) -> dict[str, Any]:
         _owned(who, db.Document, doc_id, "document", "writer")
         gone = documents.remove_document(f"d{doc_id}")
         return {"removed": gone.public_id, "name": gone.name, "chunks": gone.chunks}
@@ -182,22 +215,99 @@ def _routes():
         return QueryOut(id=ticket.public_id, status="queued")
 
     @r.get("/v1/queries/{query_id}", tags=["queries"], summary="A query's status")
-    def query_status(query_id: int, who: Key) -> QueryOut:
+    def query_status(query_id: RowId, who: Key) -> QueryOut:
         _owned(who, db.Query, query_id, "query", "reader")
         now = queries.status(f"q{query_id}")
         return QueryOut(id=now.public_id, status=now.status, error=now.error)
 
     @r.get("/v1/queries/{query_id}/result", tags=["queries"], summary="The answer, its citation and evidence")
-    def query_result(query_id: int, who: Key) -> ResultOut:
+    def query_result(query_id: RowId, who: Key) -> ResultOut:
         _owned(who, db.Query, query_id, "query", "reader")
         return ResultOut(**queries.result(query_id).record())
+
+    @r.get("/v1/queries/{query_id}/events", tags=["queries"], summary="Server-sent events until the answer is in")
+    def query_events(query_id: RowId, who: Key) -> StreamingResponse:
+        _owned(who, db.Query, query_id, "query", "reader")
+
+        def state() -> dict[str, Any]:
+            now = queries.status(f"q{query_id}")
+            return {"id": now.public_id, "status": now.status, "error": now.error, "progress": now.progress}
+
+        return _stream(state)
+
+    @r.get("/v1/documents/{doc_id}/events", tags=["documents"], summary="Server-sent events until it is ready")
+    def document_events(doc_id: RowId, who: Key) -> StreamingResponse:
+        _owned(who, db.Document, doc_id, "document", "reader")
+
+        def state() -> dict[str, Any]:
+            info, progress = documents.document_progress(doc_id)
+            if info is None:
+                return {"id": f"d{doc_id}", "status": "deleted"}
+            return DocumentOut.of(info, progress).model_dump()
+
+        return _stream(state)
+
+    @r.get("/v1/documents/{doc_id}/text", tags=["documents"], summary="The document's text (citations index it)")
+    def document_text(doc_id: RowId, who: Key) -> PlainTextResponse:
+        row = _owned(who, db.Document, doc_id, "document", "reader")
+        return PlainTextResponse(row.text)
 
     @r.post("/v1/queries/{query_id}/feedback", status_code=201, tags=["feedback"], summary="Rate an answer (writer)")
     def give_feedback(query_id: int, body: FeedbackIn, who: Key) -> dict[str, int]:
         _owned(who, db.Query, query_id, "query", "writer")
         return {"feedback": feedback_service.give_feedback(f"q{query_id}", body.good, body.answer, body.comment)}
 
+    @r.get("/v1/adapters", tags=["adapters"], summary="Clue-writer adapter versions (admin)")
+    def list_adapters(who: Key) -> dict[str, Any]:
+        _operator(who)
+        rows, promoted = training.list_adapters()
+        versions = [
+            {"version": v.version, "promoted": v.promoted, "created_at": str(v.created_at), "metrics": v.metrics}
+            for v in rows
+        ]
+        return {"promoted": promoted, "versions": versions}
+
+    @r.post("/v1/adapters/{version}/promote", tags=["adapters"], summary="Promote an adapter version (admin)")
+    def promote(version: str, who: Key) -> dict[str, str | None]:
+        _operator(who)
+        training.promote(version)
+        return {"promoted": version}
+
+    @r.post("/v1/adapters/rollback", tags=["adapters"], summary="Back to the version promoted before (admin)")
+    def rollback(who: Key) -> dict[str, str | None]:
+        _operator(who)
+        return {"promoted": training.rollback()}
+
     return r
+
+
+def _operator(who: keys.Principal, what: str = "manage adapters") -> None:
+    """What spans knowledge bases (creating them, adapters) needs an admin key for all of them."""
+    if not (who.kb_id is None and who.may("admin")):
+        raise Denied(f"only an admin key for every knowledge base may {what}")
+
+
+FINISHED = {"ready", "done", "failed", "deleted"}
+
+
+def _stream(state, every: float = 0.5, limit_s: float = 3600.0) -> StreamingResponse:
+    """``state()`` as an event each time it changes (a comment every 15 s keeps proxies open) until it ends."""
+
+    def events():
+        last, started, beat = None, time.monotonic(), time.monotonic()
+        while time.monotonic() - started < limit_s:
+            now = state()
+            if now != last:
+                yield f"event: {'end' if now['status'] in FINISHED else 'progress'}\ndata: {json.dumps(now)}\n\n"
+                last, beat = now, time.monotonic()
+                if now["status"] in FINISHED:
+                    return
+            elif time.monotonic() - beat > 15:
+                yield ": still working\n\n"
+                beat = time.monotonic()
+            time.sleep(every)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 def _read_upload(upload: UploadFile) -> str:
@@ -205,9 +315,9 @@ def _read_upload(upload: UploadFile) -> str:
     from agent.documents import read_document
     from core.settings import get_settings
 
-    suffix = Path(upload.filename or "upload.txt").suffix or ".txt"
+    suffix = FilePath(upload.filename or "upload.txt").suffix or ".txt"
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"upload{suffix}"
+        path = FilePath(tmp) / f"upload{suffix}"
         path.write_bytes(upload.file.read())
         try:
             return read_document(path, get_settings().max_document_mb)

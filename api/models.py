@@ -9,8 +9,20 @@ from pydantic import BaseModel, Field
 from agent.choices import TASKS
 
 
+class ErrorOut(BaseModel):
+    error: str = Field(examples=["no knowledge base named 'papers'"])
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, str] = Field(examples=[{"database": "ok", "redis": "ok", "worker:query": "no live worker"}])
+
+
 class KbIn(BaseModel):
-    name: str = Field(examples=["meetings"], description="letters, digits, '.', '_' or '-'; 64 at most")
+    name: str = Field(
+        examples=["meetings"], pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="letters, digits, '.', '_' or '-'; 64 at most",
+    )  # fmt: skip
     description: str = Field(default="", examples=["weekly product meetings"])
 
 

@@ -13,12 +13,14 @@ from core.settings import get_settings
 
 @click.command()
 @click.option("--no-worker", is_flag=True, help="Start only the embedded Valkey, no background worker.")
+@click.option("--no-api", is_flag=True, help="Do not start the HTTP API and web page.")
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until the worker is serving queues.")
-def up(no_worker: bool, wait: bool) -> None:
-    """Start the embedded Valkey and a background worker (a no-op for what already runs).
+def up(no_worker: bool, no_api: bool, wait: bool) -> None:
+    """Start the embedded Valkey, a background worker and the HTTP API (a no-op for what already runs).
 
     Valkey keeps its data under MEMORAG_HOME/valkey; the worker logs to
-    MEMORAG_HOME/logs/worker.log. With MEMORAG_REDIS_URL set, only the worker starts.
+    MEMORAG_HOME/logs/worker.log, the API (MEMORAG_API_HOST:MEMORAG_API_PORT, default
+    127.0.0.1:8000) to api.log. With MEMORAG_REDIS_URL set, Valkey is not started.
     """
     from store.redis import embedded_url, start_embedded
     from workers import local
@@ -35,11 +37,35 @@ def up(no_worker: bool, wait: bool) -> None:
     pid, started = local.start(settings)
     if not started:
         click.echo(f"worker already running (pid {pid})")
+    else:
+        if wait:
+            with console.status("starting the worker"):
+                _wait_for_worker(settings, pid)
+        click.echo(f"worker started (pid {pid}, log {local.log_file(settings)})")
+    if not no_api:
+        _start_api(settings, wait)
+
+
+def _start_api(settings, wait: bool, timeout: float = 30.0) -> None:
+    import urllib.request
+
+    from workers import local
+
+    url = f"http://{settings.api_host}:{settings.api_port}"
+    pid, started = local.start(settings, "api")
+    if not started:
+        click.echo(f"API already running at {url} (pid {pid})")
         return
-    if wait:
-        with console.status("starting the worker"):
-            _wait_for_worker(settings, pid)
-    click.echo(f"worker started (pid {pid}, log {local.log_file(settings)})")
+    deadline = time.monotonic() + (timeout if wait else 0)
+    while time.monotonic() < deadline:
+        if local.running_pid(settings, "api") is None:
+            raise Failure(f"the API exited at start; see {local.log_file(settings, 'api')}")
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.25)
+    click.echo(f"API started at {url} (pid {pid}, log {local.log_file(settings, 'api')})")
 
 
 def _wait_for_worker(settings, pid: int, timeout: float = 120.0) -> None:
@@ -59,11 +85,13 @@ def _wait_for_worker(settings, pid: int, timeout: float = 120.0) -> None:
 
 @click.command()
 def down() -> None:
-    """Stop the background worker (its current task finishes or is redelivered) and the embedded Valkey."""
+    """Stop the API, the background worker (its current task finishes or is redelivered) and the embedded Valkey."""
     from store.redis import stop_embedded
     from workers import local
 
     settings = get_settings()
+    if local.stop(settings, "api", grace_s=5):
+        click.echo("API stopped")
     click.echo("worker stopped" if local.stop(settings) else "no background worker was running")
     click.echo("embedded Valkey stopped" if stop_embedded(settings) else "embedded Valkey was not running")
 

@@ -21,6 +21,18 @@ for question in \
   echo "== Q: $question"
   $PY manage.py ask demo "$question" --wait
 done
+KEY=$($PY manage.py keys create --kb demo --role writer)
+PORT=${MEMORAG_API_PORT:-8000}
+cat <<WEB
+
+== the web page and the HTTP API
+Open http://127.0.0.1:$PORT/ and type this key (a writer key for 'demo', shown only now):
+  $KEY
+or from a shell:
+  curl -s -H "Authorization: Bearer $KEY" -H "Content-Type: application/json" \
+       -d '{"question": "Who built the Kell bridge?"}' http://127.0.0.1:$PORT/v1/kbs/demo/queries
+  curl -s -H "Authorization: Bearer $KEY" http://127.0.0.1:$PORT/v1/queries/<number>/result
+WEB
 cat <<'NEXT'
 
 Try next:
@@ -29,5 +41,5 @@ Try next:
   .venv/bin/python manage.py feedback q1 --bad --answer "Agnes Perrow, in 1612"
   .venv/bin/python manage.py kb create mine && .venv/bin/python manage.py ingest mine YOUR_FILE.pdf --wait
   .venv/bin/python manage.py --help
-  .venv/bin/python manage.py down     # stop the worker and the embedded Valkey (data is kept)
+  .venv/bin/python manage.py down     # stop the API, the worker and the embedded Valkey (data is kept)
 NEXT

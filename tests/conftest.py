@@ -124,3 +124,12 @@ def records(clean_home, valkey_url, redis_client, monkeypatch, tmp_path):
     monkeypatch.setenv("MEMORAG_DATABASE_URL", f"sqlite:///{tmp_path / 'records.db'}")
     yield tmp_path
     db.reset_engines()
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -31,6 +31,26 @@ def town(client):
     return {role: keys.create_key(role, "town") for role in keys.ROLES} | {"other": keys.create_key("admin", "other")}
 
 
+def test_the_page_is_served_without_a_build_step(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "sessionStorage" in page.text and "/v1/queries/" in page.text  # the key is kept per browser session
+
+
+def test_an_event_stream_ends_with_the_final_state(client, town):
+    with db.session() as s:
+        query = db.Query(
+            kb_id=1, text="Who?", status=db.Status.failed, error="knowledge base 'town' has no ready documents"
+        )
+        s.add(query)
+        s.flush()
+        query_id = query.id
+    with client.stream("GET", f"/v1/queries/{query_id}/events", headers=auth(town["reader"])) as stream:
+        lines = [line for line in stream.iter_lines() if line]
+    assert lines[0] == "event: end" and '"status": "failed"' in lines[1] and "no ready documents" in lines[1]
+    assert client.get(f"/v1/queries/{query_id}/events", headers=auth(town["other"])).status_code == 404
+
+
 def test_health_needs_no_key_and_readiness_names_what_is_missing(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
@@ -106,7 +126,9 @@ def test_upload_ready_ask_result_feedback(client, town, monkeypatch):
         )
         assert asked.status_code == 202 and asked.json()["status"] == "queued"
         query = int(asked.json()["id"][1:])
-        wait_for(lambda: client.get(f"/v1/queries/{query}", headers=writer).json()["status"] in ("done", "failed"))
+        with client.stream("GET", f"/v1/queries/{query}/events", headers=writer) as stream:
+            events = [line for line in stream.iter_lines() if line.startswith("event:")]
+        assert events[-1] == "event: end" and set(events[:-1]) <= {"event: progress"}
     result = client.get(f"/v1/queries/{query}/result", headers=auth(town["reader"])).json()
     assert result["status"] == "done" and result["evidence"] and result["text"]
     if result["supported"]:
@@ -122,3 +144,14 @@ def test_upload_ready_ask_result_feedback(client, town, monkeypatch):
         row = s.get(db.Feedback, given.json()["feedback"])
         assert (row.query_id, row.rating, row.corrected_answer) == (query, -1, "Ilse Varga")
     runtime.reset()
+
+
+def test_adapters_are_for_an_operator_only(client, town):
+    for key in (town["admin"], town["writer"]):  # an admin of one knowledge base is not an operator
+        assert client.get("/v1/adapters", headers=auth(key)).status_code == 403
+    operator = auth(keys.create_key("admin"))
+    assert client.get("/v1/adapters", headers=operator).json() == {"promoted": None, "versions": []}
+    missing = client.post("/v1/adapters/v9/promote", headers=operator)
+    assert missing.status_code == 404 and "no adapter 'v9'" in missing.json()["error"]
+    nothing = client.post("/v1/adapters/rollback", headers=operator)
+    assert nothing.status_code == 404 and nothing.json() == {"error": "no adapter is promoted; nothing to roll back"}

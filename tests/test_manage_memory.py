@@ -108,7 +108,10 @@ def test_subprocess_error_has_no_traceback(env):
 
 
 def test_up_and_down_twice(clean_home, monkeypatch):
+    from tests.conftest import free_port
+
     monkeypatch.delenv("MEMORAG_REDIS_URL", raising=False)
+    monkeypatch.setenv("MEMORAG_API_PORT", str(free_port()))
     try:
         assert "started" in run("up").output
         assert "already running" in run("up").output

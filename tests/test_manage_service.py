@@ -3,11 +3,13 @@ up/down as subprocesses; a worker killed mid-ingestion loses nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from sqlmodel import select
 
 from manage import cli
 from store import db
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = [
@@ -118,16 +121,21 @@ def manage(*args: str, env: dict, timeout: float = 180) -> subprocess.CompletedP
 def test_up_and_down_twice_in_a_row_as_subprocesses(clean_home, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MEMORAG_REDIS_URL"}
     env["MEMORAG_DATABASE_URL"] = f"sqlite:///{tmp_path / 'records.db'}"
+    env["MEMORAG_API_PORT"] = str(port := free_port())
     try:
         first = manage("up", env=env)
         assert first.returncode == 0, first.stderr
         assert "embedded Valkey started" in first.stdout and "worker started" in first.stdout
+        assert f"API started at http://127.0.0.1:{port}" in first.stdout
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as ready:
+            assert json.load(ready)["ready"] is True  # the database, Redis and the worker's three queues
         second = manage("up", env=env)
         assert second.returncode == 0 and "already running" in second.stdout, second.stdout
         pid = int((clean_home / "run" / "worker.pid").read_text())
     finally:
         stopped = manage("down", env=env)
     assert stopped.returncode == 0 and "worker stopped" in stopped.stdout and "Valkey stopped" in stopped.stdout
+    assert "API stopped" in stopped.stdout
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     again = manage("down", env=env)

@@ -1,7 +1,8 @@
-"""The background worker that ``manage.py up`` starts on this machine.
+"""The background processes ``manage.py up`` starts on this machine: the worker and the API.
 
-One process, pid and log under ``MEMORAG_HOME``, serving every queue with the
-solo pool (the model is loaded once and shared by all tasks).
+Each is one process with its pid and log under ``MEMORAG_HOME``: the worker
+serves every queue with the solo pool (the model is loaded once and shared
+by all tasks); the API (``manage.py serve``) answers HTTP.
 """
 
 from __future__ import annotations
@@ -18,17 +19,20 @@ from core.settings import Settings
 MANAGE = Path(__file__).resolve().parent.parent / "manage.py"
 
 
-def pid_file(settings: Settings) -> Path:
-    return settings.run_dir / "worker.pid"
+COMMANDS = {"worker": ["worker"], "api": ["serve"]}
 
 
-def log_file(settings: Settings) -> Path:
-    return settings.log_dir / "worker.log"
+def pid_file(settings: Settings, name: str = "worker") -> Path:
+    return settings.run_dir / f"{name}.pid"
 
 
-def running_pid(settings: Settings) -> int | None:
-    """The background worker's pid if it is alive."""
-    path = pid_file(settings)
+def log_file(settings: Settings, name: str = "worker") -> Path:
+    return settings.log_dir / f"{name}.log"
+
+
+def running_pid(settings: Settings, name: str = "worker") -> int | None:
+    """The background process's pid if it is alive."""
+    path = pid_file(settings, name)
     try:
         pid = int(path.read_text().strip())
         os.kill(pid, 0)
@@ -40,29 +44,29 @@ def running_pid(settings: Settings) -> int | None:
     return pid
 
 
-def start(settings: Settings) -> tuple[int, bool]:
-    """Start the worker unless one runs; returns (pid, started)."""
-    pid = running_pid(settings)
+def start(settings: Settings, name: str = "worker") -> tuple[int, bool]:
+    """Start the process unless it runs; returns (pid, started)."""
+    pid = running_pid(settings, name)
     if pid is not None:
         return pid, False
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     settings.log_dir.mkdir(parents=True, exist_ok=True)
-    with log_file(settings).open("ab") as log:
+    with log_file(settings, name).open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, str(MANAGE), "worker"],
+            [sys.executable, str(MANAGE), *COMMANDS[name]],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             cwd=str(MANAGE.parent),
         )
-    pid_file(settings).write_text(str(process.pid))
+    pid_file(settings, name).write_text(str(process.pid))
     return process.pid, True
 
 
-def stop(settings: Settings, grace_s: float = 20.0) -> bool:
-    """Warm shutdown (the current task finishes or goes back to the queue); False if none ran."""
-    pid = running_pid(settings)
+def stop(settings: Settings, name: str = "worker", grace_s: float = 20.0) -> bool:
+    """Warm shutdown (the worker's current task finishes or goes back to the queue); False if none ran."""
+    pid = running_pid(settings, name)
     if pid is None:
         return False
     os.kill(pid, signal.SIGTERM)
@@ -71,7 +75,7 @@ def stop(settings: Settings, grace_s: float = 20.0) -> bool:
         time.sleep(0.1)
     if _alive(pid):
         os.kill(pid, signal.SIGKILL)  # its unacknowledged task is redelivered later
-    pid_file(settings).unlink(missing_ok=True)
+    pid_file(settings, name).unlink(missing_ok=True)
     return True
 
 
