@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     weaviate_api_key: str = ""
     embedder: str = "default"
     max_document_mb: Annotated[float, Field(gt=0)] = 20.0
+    max_question_chars: Annotated[int, Field(ge=1)] = 2000
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8000
     database_url: str = ""

@@ -9,6 +9,7 @@ from typing import Any
 from sqlmodel import select
 
 from agent.choices import TASKS
+from core.settings import get_settings
 from service.bases import get_kb
 from service.errors import Invalid, NotFound
 from service.ids import parse_id, query_number
@@ -26,6 +27,9 @@ def ask(kb_name: str, question: str, task: str = "memorag") -> Ticket:
     """Queue ``question`` for the knowledge base's ready documents; returns at once."""
     if not question.strip():
         raise Invalid("the question is empty")
+    limit = get_settings().max_question_chars
+    if len(question) > limit:
+        raise Invalid(f"the question is {len(question)} characters; the limit is {limit} (MEMORAG_MAX_QUESTION_CHARS)")
     if task not in TASKS:
         raise Invalid(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     with db.session() as s:

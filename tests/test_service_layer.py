@@ -39,6 +39,8 @@ def test_refusals_name_the_problem_before_anything_is_queued(env):
     bases.create_kb("kb")
     with pytest.raises(Invalid, match="the question is empty"):
         queries.ask("kb", "   ")
+    with pytest.raises(Invalid, match=r"the question is 2001 characters; the limit is 2000"):
+        queries.ask("kb", "x" * 2001)
     with pytest.raises(Invalid, match="unknown task 'poem'"):
         queries.ask("kb", "Why?", task="poem")
     with pytest.raises(Invalid, match=r"has no ready documents \(add one with"):
