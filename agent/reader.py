@@ -232,11 +232,14 @@ def _matches(pattern: re.Pattern, text: str) -> list[str]:
 
 
 # support -----------------------------------------------------------------------
+_SENTENCES = re.compile(r"(?<=[.!?:;])\s+|\n+")  # how an answer splits into sentences
+
+
 def unsupported_terms(answer: str, evidence_text: str) -> list[str]:
     """Names, numbers and dates in ``answer`` that the evidence does not contain."""
     held = {_exact(w) for w in _WORD.findall(evidence_text.lower())}  # whole words: "HandmaiDad" is no "handmaid"
     missing: list[str] = []
-    for sentence in re.split(r"(?<=[.!?:;])\s+|\n+", answer):
+    for sentence in _SENTENCES.split(answer):
         for i, word in enumerate(_WORD.findall(sentence)):
             lower = word.lower()
             named = word[0].isupper() and i > 0 and lower not in _CASUAL  # a sentence's first word is no evidence
@@ -309,10 +312,17 @@ def check(text: str, path: str, evidence: Sequence[Evidence]) -> Reading:
     sentences = split_sentences(evidence)
     closest = best_sentence_for(text, sentences)
     citation = closest.citation() if closest else None
-    missing = unsupported_terms(text, "\n".join(e.chunk.text for e in evidence))
+    held = "\n".join(e.chunk.text for e in evidence)
+    missing = unsupported_terms(text, held)
     if not text.strip():
         return Reading(decline(closest), path, False, citation, "the generator wrote nothing")
     if missing:
         reason = f"names what the evidence does not contain: {', '.join(missing[:8])}"
+        kept = [line for line in _SENTENCES.split(text) if line.strip() and not unsupported_terms(line, held)]
+        if kept:  # a long answer keeps the sentences the evidence supports; what was left out is recorded
+            shown = " ".join(line.strip() for line in kept)
+            closest = best_sentence_for(shown, sentences)
+            cited = closest.citation() if closest else None
+            return Reading(shown, path, True, cited, f"left out sentences that {reason}", proposed=text)
         return Reading(decline(closest, NOT_SUPPORTED), path, False, citation, reason, proposed=text)
     return Reading(text, path, True, citation)

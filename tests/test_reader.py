@@ -121,3 +121,16 @@ def test_the_real_model_reads_the_demo_answers_out_of_the_evidence_and_declines_
     reading = reader.extract(real_lm, off_topic, evidence("d1", text, real_lm.tokenizer, off_topic, embedder))
     assert not reading.supported and reading.text.startswith("The documents do not answer this question.")
     assert "covers" in reading.reason
+
+
+def test_a_long_answer_keeps_only_the_sentences_the_evidence_supports(tiny_lm):
+    held = "The committee met on Friday. They chose the yellow casing and postponed the budget."
+    evidence = [Evidence(chunk_document("d1", held, tiny_lm.tokenizer)[0], 1.0, (0,))]
+    text = (
+        "The committee chose the yellow casing. Professor Morales asked for a vote in March. They postponed the budget."
+    )
+    reading = reader.check(text, "generate", evidence)
+    assert reading.supported and reading.text == "The committee chose the yellow casing. They postponed the budget."
+    assert reading.proposed == text and "Morales" in reading.reason and "March" in reading.reason
+    alone = reader.check("Professor Morales asked for a vote in March.", "generate", evidence)
+    assert not alone.supported and alone.text.startswith(reader.NOT_SUPPORTED)  # nothing left to show
