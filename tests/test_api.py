@@ -155,3 +155,50 @@ def test_adapters_are_for_an_operator_only(client, town):
     assert missing.status_code == 404 and "no adapter 'v9'" in missing.json()["error"]
     nothing = client.post("/v1/adapters/rollback", headers=operator)
     assert nothing.status_code == 404 and nothing.json() == {"error": "no adapter is promoted; nothing to roll back"}
+
+
+def _every_endpoint(client) -> list[tuple[str, str]]:
+    """(method, path) of every operation in the app's own schema, ids pointing at the 'town' rows."""
+    fill = {"{name}": "town", "{doc_id}": "1", "{query_id}": "1", "{version}": "a1"}
+    calls = []
+    for path, operations in client.app.openapi()["paths"].items():
+        for key, value in fill.items():
+            path = path.replace(key, value)
+        calls += [(method.upper(), path) for method in operations]
+    return calls
+
+
+def test_every_endpoint_by_key_no_wrong_revoked_and_another_knowledge_base(client, town):
+    with db.session() as s:  # a document and a query in 'town', ids 1
+        s.add(db.Document(kb_id=1, name="a.txt", text="Some text.", content_hash="h", status=db.Status.ready))
+        s.add(db.Query(kb_id=1, text="Who?", status=db.Status.failed, error="none"))
+    revoked = keys.create_key("admin", "town")
+    keys.revoke_key(int(revoked.split("_")[1]))
+    open_paths = {"/healthz", "/readyz"}
+    calls = [(m, p) for m, p in _every_endpoint(client) if p not in open_paths]
+    assert len(calls) == 17  # every operation but the two health checks
+    for method, path in calls:
+        for headers in ({}, auth(town["reader"] + "x"), auth(revoked)):
+            assert client.request(method, path, headers=headers).status_code == 401, (method, path, headers)
+        body = {"files": {"files": ("a.txt", b"Text.")}} if path.endswith("/documents") and method == "POST" else {}
+        valid = body or {"json": {"name": "new", "question": "Who?", "good": True}}  # valid, so the key decides
+        stranger = client.request(method, path, headers=auth(town["other"]), **valid)
+        expected = 403 if "/adapters" in path or (path == "/v1/kbs" and method == "POST") else 404
+        if path == "/v1/kbs" and method == "GET":
+            assert stranger.status_code == 200 and "town" not in stranger.text
+        else:
+            assert stranger.status_code == expected, (method, path, stranger.status_code, stranger.text)
+
+
+def test_a_store_that_is_down_is_503_and_a_public_address_needs_a_key(client, town, monkeypatch):
+    from click.testing import CliRunner
+
+    from manage import cli
+
+    monkeypatch.setenv("MEMORAG_REDIS_URL", "redis://127.0.0.1:1/0")
+    down = client.post("/v1/kbs/town/documents", headers=auth(town["writer"]), files={"files": ("a.txt", b"Text.")})
+    assert down.status_code == 503 and "cannot reach Redis" in down.json()["error"]
+    for key in keys.list_keys():
+        keys.revoke_key(key.id)
+    refused = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--port", "1"])
+    assert refused.exit_code == 2 and "refusing to listen on 0.0.0.0 without an API key" in refused.output
