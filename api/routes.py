@@ -190,7 +190,8 @@ def _stream(state, every: float = 0.5, limit_s: float = 3600.0) -> StreamingResp
                 beat = time.monotonic()
             time.sleep(every)
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # proxies pass events at once
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
 
 def _read_upload(upload: UploadFile) -> str:
