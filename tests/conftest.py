@@ -133,3 +133,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def module_records(tmp_path_factory, valkey_url):
+    """Like ``records``, shared by a module's tests (Hypothesis examples reuse it): a home, Valkey and SQLite."""
+    from store import db
+
+    home = tmp_path_factory.mktemp("records-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MEMORAG_HOME", str(home))
+        patch.setenv("MEMORAG_REDIS_URL", valkey_url)
+        patch.setenv("MEMORAG_DATABASE_URL", f"sqlite:///{home / 'records.db'}")
+        yield home
+        db.reset_engines()

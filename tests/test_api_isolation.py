@@ -15,14 +15,8 @@ from store import db
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory, valkey_url):
-    home = tmp_path_factory.mktemp("isolation-home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MEMORAG_HOME", str(home))
-        patch.setenv("MEMORAG_REDIS_URL", valkey_url)
-        patch.setenv("MEMORAG_DATABASE_URL", f"sqlite:///{home / 'records.db'}")
-        yield TestClient(create_app())
-        db.reset_engines()
+def client(module_records):
+    return TestClient(create_app())
 
 
 def _fill(kb: str, documents: int, questions: int) -> None:

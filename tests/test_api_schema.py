@@ -18,22 +18,15 @@ from schemathesis.specs.openapi.checks import (
 
 from api.app import create_app
 from service import bases, keys
-from store import db
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", create_app())
 CHECKS = [status_code_conformance, content_type_conformance, response_headers_conformance, response_schema_conformance]
 
 
 @pytest.fixture(scope="module")
-def operator(tmp_path_factory, valkey_url):
-    home = tmp_path_factory.mktemp("schema-home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MEMORAG_HOME", str(home))
-        patch.setenv("MEMORAG_REDIS_URL", valkey_url)
-        patch.setenv("MEMORAG_DATABASE_URL", f"sqlite:///{home / 'records.db'}")
-        bases.create_kb("town")
-        yield {"Authorization": f"Bearer {keys.create_key('admin')}"}
-        db.reset_engines()
+def operator(module_records):
+    bases.create_kb("town")
+    return {"Authorization": f"Bearer {keys.create_key('admin')}"}
 
 
 @schema.parametrize()
