@@ -44,6 +44,7 @@ def ensure_kb(name: str, description: str = "") -> int:
 
 @dataclass(frozen=True)
 class KbSummary:
+    id: int
     name: str
     description: str
     documents: dict[str, int] = field(default_factory=dict)  # status -> count
@@ -56,7 +57,7 @@ def list_kbs() -> list[KbSummary]:
             select(db.Document.kb_id, db.Document.status, func.count()).group_by(db.Document.kb_id, db.Document.status)
         ).all()
     return [
-        KbSummary(b.name, b.description, {str(st): n for kb_id, st, n in sorted(counts) if kb_id == b.id})
+        KbSummary(b.id, b.name, b.description, {str(st): n for kb_id, st, n in sorted(counts) if kb_id == b.id})
         for b in bases
     ]
 

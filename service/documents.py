@@ -12,6 +12,7 @@ from sqlmodel import select
 
 from core.settings import get_settings
 from service.bases import get_kb
+from service.errors import NotFound
 from service.ids import document_number
 from service.stores import Stores, require_worker, task_progress
 from store import db
@@ -146,8 +147,6 @@ class Removed:
 
 def remove_document(ident: str, stores: Stores | None = None) -> Removed:
     """Remove a document from its knowledge base: its row, chunks and memory."""
-    from service.errors import NotFound
-
     number = document_number(ident)
     with db.session() as s:
         doc = s.get(db.Document, number)
