@@ -11,3 +11,5 @@ EVIDENCE_ORDERS = ("document", "best-last", "best-first")  # agent.retrieval.ord
 FUSIONS = ("anchored_share1", "anchored_spans2_share1")  # agent.retrieval.FUSIONS
 DATASET_FORMATS = ("qmsum", "leval", "longbench", "needle")  # agent.evaluation.load_samples
 FEEDBACK_FORMATS = ("qmsum", "leval")  # labelled datasets with gold answers per document
+
+DEFAULT_MODEL_DIRNAME = "smollm2-135m-instruct"  # the bundled model's directory under MEMORAG_HOME/models

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
+from agent.choices import DEFAULT_MODEL_DIRNAME as DEFAULT_DIRNAME
 from core.settings import Settings, get_settings
 
 DEFAULT_MODEL = "default"
-DEFAULT_DIRNAME = "smollm2-135m-instruct"
 _FINGERPRINT_FILE = ".memorag-fingerprint.json"
 
 

@@ -77,12 +77,18 @@ def memorize_document(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[GlobalMemory, int]:
     """Index the document's chunks and store its memory; returns the memory and chunk count."""
+    n_chunks = index_document(lm, embedder, index, kb, doc_id, text)
+    memory = memorize(lm, text, settings=settings, beta=beta, on_progress=on_progress)
+    save_memory(store, kb, doc_id, memory)
+    return memory, n_chunks
+
+
+def index_document(lm: LoadedModel, embedder: Embedder, index: VectorIndex, kb: str, doc_id: str, text: str) -> int:
+    """Replace the document's chunks in the index; returns how many it has."""
     chunks = chunk_document(doc_id, text, lm.tokenizer)
     index.delete_document(kb, doc_id)
     index.upsert(kb, chunks, embedder.encode([c.text for c in chunks]))
-    memory = memorize(lm, text, settings=settings, beta=beta, on_progress=on_progress)
-    save_memory(store, kb, doc_id, memory)
-    return memory, len(chunks)
+    return len(chunks)
 
 
 def save_memory(store: MemoryStore, kb: str, doc: str, memory: GlobalMemory) -> Manifest:

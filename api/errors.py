@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from api.models import ErrorOut
+from core.redact import redact
 from service import Conflict, Invalid, NotFound, NoWorker, ServiceError
 
 
@@ -46,15 +47,20 @@ def install(app: FastAPI) -> None:
     _add_errors(app)
 
 
+def refusal(message: str, status_code: int, headers: dict | None = None) -> JSONResponse:
+    """The one shape of every refusal; a password in a store's URL never leaves the server."""
+    return JSONResponse({"error": redact(message)}, status_code=status_code, headers=headers)
+
+
 def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
     status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 400)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
+    return refusal(str(exc), status_code=status, headers=headers)
 
 
 def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
     """Starlette's own refusals (an unparsable body, a method not allowed) in the same shape as ours."""
-    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+    return refusal(str(exc.detail), status_code=exc.status_code, headers=exc.headers)
 
 
 def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -70,7 +76,7 @@ def _add_errors(app: FastAPI) -> None:
 
     @app.exception_handler(BadDocument)
     def _bad_document(_: Request, exc: BadDocument) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=413 if "over the" in str(exc) else 422)
+        return refusal(str(exc), status_code=413 if "over the" in str(exc) else 422)
 
     @app.exception_handler(AdapterNotFound)
     def _no_adapter(_: Request, exc: AdapterNotFound) -> JSONResponse:
@@ -78,4 +84,4 @@ def _add_errors(app: FastAPI) -> None:
 
     @app.exception_handler(StoreUnavailable)
     def _store_down(_: Request, exc: StoreUnavailable) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=503)
+        return refusal(str(exc), status_code=503)

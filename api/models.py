@@ -16,6 +16,11 @@ class ErrorOut(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     checks: dict[str, str] = Field(examples=[{"database": "ok", "redis": "ok", "worker:query": "no live worker"}])
+    repair: dict[str, int] | None = Field(
+        default=None,
+        description="work whose task was lost, ready documents missing chunks or memory, and those being rebuilt",
+        examples=[{"stale": 0, "damaged": 0, "repairing": 1}],
+    )
 
 
 class KbIn(BaseModel):

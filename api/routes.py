@@ -15,6 +15,7 @@ from sqlmodel import select
 from api.access import Key, RowId, kb_id_for, operator, owned
 from api.errors import ERRORS
 from api.models import Accepted, DocumentOut, FeedbackIn, KbIn, KbOut, QueryIn, QueryOut, Readiness, ResultOut
+from core.redact import redact
 from service import bases, documents, queries, training
 from service import feedback as feedback_service
 from store import db
@@ -197,12 +198,14 @@ def _read_upload(upload: UploadFile) -> str:
     from agent.documents import read_document
     from core.settings import get_settings
 
+    settings = get_settings()
     suffix = FilePath(upload.filename or "upload.txt").suffix or ".txt"
     with tempfile.TemporaryDirectory() as tmp:
         path = FilePath(tmp) / f"upload{suffix}"
-        path.write_bytes(upload.file.read())
+        # One byte past the limit is enough to refuse it: an oversized upload is never read into memory.
+        path.write_bytes(upload.file.read(int(settings.max_document_mb * 2**20) + 1))
         try:
-            return read_document(path, get_settings().max_document_mb)
+            return read_document(path, settings.max_document_mb, settings.max_pdf_pages)
         except ValueError as exc:  # name the upload, not the temporary file
             raise type(exc)(str(exc).replace(str(path), upload.filename or "upload")) from None
 
@@ -214,7 +217,7 @@ def _readiness() -> JSONResponse:
             s.exec(select(db.KnowledgeBase.id).limit(1)).all()
         checks["database"] = "ok"
     except Exception as exc:
-        checks["database"] = str(exc).splitlines()[0]
+        checks["database"] = redact(str(exc).splitlines()[0])
     try:
         from service.stores import live_queues
         from workers.app import QUEUES
@@ -224,6 +227,13 @@ def _readiness() -> JSONResponse:
         for queue in QUEUES:
             checks[f"worker:{queue}"] = "ok" if live.get(queue) else "no live worker"
     except Exception as exc:
-        checks["redis"] = str(exc).splitlines()[0]
+        checks["redis"] = redact(str(exc).splitlines()[0])
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+    body: dict[str, Any] = {"ready": ready, "checks": checks}
+    if checks.get("database") == "ok" and checks.get("redis") == "ok":  # counts only: this answers without a key
+        from service import repair
+
+        found = repair.findings()
+        stale = len(found.stale_documents) + len(found.stale_queries)
+        body["repair"] = {"stale": stale, "damaged": len(found.damaged), "repairing": len(found.repairing)}
+    return JSONResponse(body, status_code=200 if ready else 503)

@@ -13,6 +13,7 @@ from cli.evaluate import eval_
 from cli.keys import keys
 from cli.memory import memory
 from cli.queries import ask, feedback, result, status
+from cli.repair import reindex, repair
 from cli.services import beat, down, models, serve, up, worker
 from cli.training import adapters, retrain
 from core.settings import get_settings
@@ -44,6 +45,8 @@ for command in (
     status,
     result,
     feedback,
+    repair,
+    reindex,
     retrain,
     adapters,
     eval_,

@@ -11,6 +11,8 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from core.redact import redact
+
 console = Console(stderr=True)
 USAGE_ERROR = 2
 
@@ -19,7 +21,7 @@ class Failure(click.ClickException):
     exit_code = USAGE_ERROR
 
     def show(self, file=None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
+        click.echo(f"error: {redact(self.format_message())}", err=True)
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
@@ -43,6 +45,15 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+class Crash(Failure):
+    """A fault of ours, not of the input: one line here, the traceback in the log."""
+
+    exit_code = 1
+
+
+UNEXPECTED = "unexpected"  # how a Crash's line starts (the fuzz campaign counts them)
+
+
 class FriendlyGroup(click.Group):
     """Turn the project's own exceptions into one clear line, never a traceback."""
 
@@ -54,6 +65,24 @@ class FriendlyGroup(click.Group):
         except _known_errors() as exc:
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
             raise Failure(str(message)) from exc
+        except Exception as exc:
+            raise Crash(f"{UNEXPECTED} {type(exc).__name__}: {exc} (the traceback is in {_log(exc)})") from exc
+
+
+def _log(exc: Exception) -> str:
+    """Append the traceback to MEMORAG_HOME/logs/manage.log, passwords redacted; returns the path."""
+    import traceback
+
+    from core.settings import get_settings
+
+    try:
+        path = get_settings().log_dir / "manage.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as log:
+            log.write(redact("".join(traceback.format_exception(exc))) + "\n")
+        return str(path)
+    except Exception:  # settings or disk unusable: the line above is all there is
+        return "nowhere (the log could not be written)"
 
 
 class LineProgress:

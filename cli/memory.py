@@ -40,7 +40,7 @@ def memory_build(file: Path, beta: int | None, key: str | None, scorer: str | No
     settings = get_settings()
     if scorer:
         settings = settings.replace(scorer=scorer)
-    text = read_document(file, settings.max_document_mb)
+    text = read_document(file, settings.max_document_mb, settings.max_pdf_pages)
     stores = Stores()
     lm = load_model(settings=settings)
     name = key or file.name

@@ -80,9 +80,13 @@ def print_result(query_id: int, as_json: bool, *, show_clues: bool = False) -> N
 
 
 @click.command()
-@click.argument("ident", metavar="ID")
-def status(ident: str) -> None:
-    """Status of a document (d<number>) or a query (q<number>)."""
+@click.argument("ident", metavar="[ID]", required=False)
+def status(ident: str | None) -> None:
+    """Status of a document (d<number>) or a query (q<number>); without ID, the service's: workers, and work
+    that is stale or being repaired."""
+    if ident is None:
+        print_overview()
+        return
     now = queries.status(ident)
     line = f"{now.public_id}\t{now.status}"
     if now.progress:
@@ -90,6 +94,23 @@ def status(ident: str) -> None:
     if now.error:
         line += f"\t{now.error}"
     click.echo(line)
+
+
+def print_overview() -> None:
+    from cli.repair import describe
+    from service import repair
+    from service.stores import live_workers
+
+    workers = live_workers()
+    for worker in workers:
+        click.echo(f"worker {worker['name']} on {worker['host']}: {', '.join(worker['queues'])}")
+    if not workers:
+        click.echo("no live worker: start one with 'python manage.py up'")
+    lines = describe(repair.findings())
+    for line in lines:
+        click.echo(line)
+    if not lines:
+        click.echo("nothing stale or being repaired")
 
 
 @click.command()

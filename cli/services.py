@@ -8,6 +8,7 @@ import time
 import click
 
 from cli.base import Failure, FriendlyGroup, console, progress
+from core.redact import redact
 from core.settings import get_settings
 
 
@@ -27,7 +28,7 @@ def up(no_worker: bool, no_api: bool, wait: bool) -> None:
 
     settings = get_settings()
     if settings.redis_url:
-        click.echo(f"using Redis at {settings.redis_url} (MEMORAG_REDIS_URL)")
+        click.echo(f"using Redis at {redact(settings.redis_url)} (MEMORAG_REDIS_URL)")
     else:
         running = embedded_url(settings)
         url = running or start_embedded(settings)
@@ -108,24 +109,34 @@ def down() -> None:
 @click.option("--concurrency", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.option("-n", "--hostname", default=None, help="Worker name (default memorag-PID@host).")
-def worker(queues: str, pool: str, concurrency: int, loglevel: str, hostname: str | None) -> None:
-    """Run a Celery worker in the foreground (Ctrl-C stops it after the current task)."""
-    from workers.app import QUEUES, configure
+@click.option(
+    "--beat", is_flag=True, help="Also run the schedule (reconcile, retrain) in this worker: for one-worker set-ups."
+)
+def worker(queues: str, pool: str, concurrency: int, loglevel: str, hostname: str | None, beat: bool) -> None:
+    """Run a Celery worker in the foreground (Ctrl-C stops it after the current task).
+
+    Every worker also serves the control queue (the reconciler's passes).
+    """
+    from workers.app import CONTROL, QUEUES, configure
 
     unknown = sorted(set(queues.split(",")) - set(QUEUES))
     if unknown:
         raise Failure(f"unknown queue(s) {', '.join(unknown)}; choose from {', '.join(QUEUES)}")
     name = hostname or f"memorag-{os.getpid()}@%h"
+    settings = get_settings()
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    schedule = ["--beat", f"--schedule={settings.run_dir / 'beat-schedule'}"] if beat else []
     configure().worker_main(
         [
             "worker",
             f"--pool={pool}",
             f"--concurrency={concurrency}",
-            f"--queues={queues}",
+            f"--queues={queues},{CONTROL}",
             f"--loglevel={loglevel}",
             f"--hostname={name}",
             "--without-gossip",
             "--without-mingle",
+            *schedule,
         ]
     )
 
@@ -133,7 +144,10 @@ def worker(queues: str, pool: str, concurrency: int, loglevel: str, hostname: st
 @click.command()
 @click.option("--loglevel", default="INFO", show_default=True)
 def beat(loglevel: str) -> None:
-    """Run Celery beat, which enqueues the periodic retraining (schedule state under MEMORAG_HOME/run)."""
+    """Run Celery beat: the periodic reconcile and retraining (schedule state under MEMORAG_HOME/run).
+
+    Run one beat per deployment (or one worker with --beat, as 'up' does).
+    """
     from workers.app import configure
 
     settings = get_settings()

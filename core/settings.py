@@ -52,11 +52,18 @@ class Settings(BaseSettings):
     embedder: str = "default"
     max_document_mb: Annotated[float, Field(gt=0)] = 20.0
     max_question_chars: Annotated[int, Field(ge=1)] = 2000
+    # Bounds checked before anything is queued: a document's tokens (the memory model's) and a PDF's pages.
+    max_document_tokens: Positive = 2_000_000
+    max_pdf_pages: Positive = 2000
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8000
     database_url: str = ""
     # Longest task a worker may run before the broker hands its message to another worker.
     task_timeout_s: Positive = 7200
+    # The reconciler (beat, and `manage.py repair`) requeues work whose message was lost once it has been
+    # untouched this long, and checks the stores every RECONCILE_INTERVAL seconds.
+    reconcile_interval: Positive = 60
+    reconcile_grace_s: NonNegative = 120
     route_docs: Positive = 3
     top_k: Annotated[int, Field(ge=1, le=50)] = 5
     # RLGF: beat runs `retrain` every RETRAIN_INTERVAL seconds; it trains only once this much new feedback arrived.

@@ -79,7 +79,7 @@ def show_kb(name: str) -> KbDetail:
         base = get_kb(s, name)
         docs = s.exec(select(db.Document).where(db.Document.kb_id == base.id)).all()
         queries = s.exec(select(func.count()).select_from(db.Query).where(db.Query.kb_id == base.id)).one()
-    ready = [d for d in docs if d.status == db.Status.ready]
+    ready = [d for d in docs if d.status in db.ANSWERABLE]
     return KbDetail(
         base.name,
         base.description,

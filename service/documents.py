@@ -10,7 +10,8 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from core.settings import get_settings
+from agent.choices import DEFAULT_MODEL_DIRNAME
+from core.settings import Settings, get_settings
 from service.bases import get_kb
 from service.errors import NotFound
 from service.ids import document_number
@@ -45,8 +46,25 @@ def read_files(paths: Sequence[Path]) -> list[tuple[str, str]]:
     """(name, text) of each file, all read and checked before anything is queued."""
     from agent.documents import read_document
 
-    limit = get_settings().max_document_mb
-    return [(path.name, read_document(path, limit)) for path in paths]
+    settings = get_settings()
+    return [(path.name, read_document(path, settings.max_document_mb, settings.max_pdf_pages)) for path in paths]
+
+
+def tokenizer_file(settings: Settings) -> Path | None:
+    """The memory model's tokenizer on this machine, for counting a document's tokens before it is queued."""
+    if settings.model in ("", "default"):
+        return settings.models_dir / DEFAULT_MODEL_DIRNAME / "tokenizer.json"
+    path = Path(settings.model).expanduser()
+    return path / "tokenizer.json" if path.is_dir() else None
+
+
+def check_lengths(texts: Sequence[tuple[str, str]]) -> None:
+    """Refuse the whole submission if one document is over MEMORAG_MAX_DOCUMENT_TOKENS."""
+    from agent.documents import check_length
+
+    settings = get_settings()
+    for name, text in texts:
+        check_length(name, text, settings.max_document_tokens, tokenizer_file(settings))
 
 
 def add_documents(kb_name: str, texts: Sequence[tuple[str, str]]) -> list[Added]:
@@ -58,6 +76,7 @@ def add_documents(kb_name: str, texts: Sequence[tuple[str, str]]) -> list[Added]
     """
     with db.session() as s:
         kb_id = get_kb(s, kb_name).id
+    check_lengths(texts)
     require_worker("memory")
     added: list[Added] = []
     send: list[tuple[int, str]] = []

@@ -40,6 +40,14 @@ def live_queues() -> dict[str, list[str]]:
     return read(connect(settings=get_settings()))
 
 
+def live_workers() -> list[dict]:
+    """Each live worker: name, host, queues and running task ids."""
+    from store.redis import connect
+    from workers.liveness import live_workers as read
+
+    return sorted(read(connect(settings=get_settings())), key=lambda w: w["name"])
+
+
 def require_worker(queue: str) -> None:
     if not live_queues().get(queue):
         raise NoWorker(

@@ -41,8 +41,12 @@ class Status(StrEnum):
     queued = "queued"
     processing = "processing"
     ready = "ready"  # documents
+    repairing = "repairing"  # a ready document whose chunks or memory are being rebuilt; still answerable
     done = "done"  # queries
     failed = "failed"
+
+
+ANSWERABLE = (Status.ready, Status.repairing)
 
 
 class KnowledgeBase(SQLModel, table=True):
@@ -176,7 +180,7 @@ class ApiKey(SQLModel, table=True):
 
 def ready_documents(s: Session, kb_id: int) -> list[int]:
     """The knowledge base's documents a question can be answered from, in id order."""
-    query = select(Document.id).where(Document.kb_id == kb_id, Document.status == Status.ready)
+    query = select(Document.id).where(Document.kb_id == kb_id, Document.status.in_(ANSWERABLE))
     return list(s.exec(query.order_by(Document.id)).all())
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import redis
 
+from core.redact import redact
 from core.settings import Settings, get_settings
 
 
@@ -145,5 +146,6 @@ def connect(url: str | None = None, settings: Settings | None = None) -> redis.R
     try:
         client.ping()
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        raise StoreUnavailable(f"cannot reach Redis at {url} ({exc}); start it or fix MEMORAG_REDIS_URL") from exc
+        where = redact(url)
+        raise StoreUnavailable(f"cannot reach Redis at {where} ({exc}); start it or fix MEMORAG_REDIS_URL") from None
     return client

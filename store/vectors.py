@@ -8,10 +8,15 @@ invalidation pushes (``store.tracking``) rather than a read per search, so a
 warm search costs the matrix product and little else. ``WeaviateIndex`` (in
 ``store.weaviate``) is the production store. A search in one knowledge base
 never sees another's chunks.
+
+Each embedded entry carries a digest of its chunk and vector: an entry whose
+bytes changed is left out of searches and its document reported damaged, so
+the reconciler rebuilds it from the stored text instead of serving it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from dataclasses import asdict, dataclass
@@ -62,6 +67,18 @@ class VectorIndex(Protocol):
 
     def count(self, kb: str) -> int: ...
 
+    def document_counts(self, kb: str, doc_ids: list[str]) -> dict[str, int]:
+        """How many chunks each document has in the index (a cheap check: no entry is read)."""
+        ...
+
+    def verify(self, kb: str, doc_ids: list[str]) -> dict[str, int]:
+        """How many of each document's chunks are intact (every entry read and checked where the index can)."""
+        ...
+
+    def damaged(self, kb: str) -> set[str]:
+        """Documents whose entries a search found damaged since they were last written."""
+        ...
+
     def drop(self, kb: str) -> None: ...
 
 
@@ -71,6 +88,26 @@ class _Snapshot:
     ids: list[str]
     chunks: list[Chunk]
     matrix: np.ndarray
+
+
+DIGEST_BYTES = 16
+
+
+def _digest(chunk_json: bytes, vector: bytes) -> bytes:
+    return hashlib.blake2b(chunk_json + vector, digest_size=DIGEST_BYTES).digest()
+
+
+def _intact(chunk_raw: bytes | None, entry: bytes | None) -> tuple[Chunk, np.ndarray] | None:
+    """The chunk and its vector, or None when either was lost or its bytes changed."""
+    if chunk_raw is None or entry is None or len(entry) <= DIGEST_BYTES:
+        return None
+    vector, digest = entry[:-DIGEST_BYTES], entry[-DIGEST_BYTES:]
+    if _digest(chunk_raw, vector) != digest or len(vector) % 4:
+        return None
+    try:
+        return Chunk.from_json(chunk_raw), np.frombuffer(vector, dtype=np.float32)
+    except (ValueError, TypeError):
+        return None
 
 
 def rrf(rankings: list[list[str]], weights: list[float] | None = None, k: int = 60) -> dict[str, float]:
@@ -104,9 +141,12 @@ class EmbeddedIndex:
             raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
         pipe = self.client.pipeline(transaction=True)
         for chunk, vector in zip(chunks, vectors, strict=True):
-            pipe.hset(self._key(kb, "chunks"), chunk.id, chunk.to_json())
-            pipe.hset(self._key(kb, "vectors"), chunk.id, _normalize(vector).tobytes())
+            raw, values = chunk.to_json().encode(), _normalize(vector).tobytes()
+            pipe.hset(self._key(kb, "chunks"), chunk.id, raw)
+            pipe.hset(self._key(kb, "vectors"), chunk.id, values + _digest(raw, values))
             pipe.sadd(self._key(kb, f"doc:{quote(chunk.doc_id, safe='')}"), chunk.id)
+        if chunks:
+            pipe.srem(self._key(kb, "damaged"), *{c.doc_id for c in chunks})
         pipe.incr(self._version_key(kb))
         pipe.execute()
         self._forget(kb)
@@ -119,6 +159,7 @@ class EmbeddedIndex:
             pipe.hdel(self._key(kb, "chunks"), *ids)
             pipe.hdel(self._key(kb, "vectors"), *ids)
         pipe.delete(members)
+        pipe.srem(self._key(kb, "damaged"), doc_id)
         pipe.incr(self._version_key(kb))
         pipe.execute()
         self._forget(kb)
@@ -126,6 +167,25 @@ class EmbeddedIndex:
 
     def count(self, kb: str) -> int:
         return int(self.client.hlen(self._key(kb, "chunks")))
+
+    def document_counts(self, kb: str, doc_ids: list[str]) -> dict[str, int]:
+        pipe = self.client.pipeline(transaction=False)
+        for doc in doc_ids:
+            pipe.scard(self._key(kb, f"doc:{quote(doc, safe='')}"))
+        return dict(zip(doc_ids, map(int, pipe.execute()), strict=True))
+
+    def verify(self, kb: str, doc_ids: list[str]) -> dict[str, int]:
+        intact = dict.fromkeys(doc_ids, 0)
+        for doc in doc_ids:
+            ids = sorted(self.client.smembers(self._key(kb, f"doc:{quote(doc, safe='')}")))
+            if ids:
+                chunks = self.client.hmget(self._key(kb, "chunks"), ids)
+                entries = self.client.hmget(self._key(kb, "vectors"), ids)
+                intact[doc] = sum(_intact(c, e) is not None for c, e in zip(chunks, entries, strict=True))
+        return intact
+
+    def damaged(self, kb: str) -> set[str]:
+        return {d.decode() for d in self.client.smembers(self._key(kb, "damaged"))}
 
     def drop(self, kb: str) -> None:
         keys = list(self.client.scan_iter(match=self._key(kb, "*"), count=1000))
@@ -154,13 +214,18 @@ class EmbeddedIndex:
         pipe.hgetall(self._key(kb, "chunks"))
         pipe.hgetall(self._key(kb, "vectors"))
         version_raw, chunk_map, vector_map = pipe.execute()
-        ids = sorted(i.decode() for i in chunk_map)
-        chunks = [Chunk.from_json(chunk_map[i.encode()]) for i in ids]
-        matrix = (
-            np.stack([np.frombuffer(vector_map[i.encode()], dtype=np.float32) for i in ids])
-            if ids
-            else np.zeros((0, 0), dtype=np.float32)
-        )
+        ids, chunks, rows, damaged = [], [], [], set()
+        for key in sorted(set(chunk_map) | set(vector_map)):
+            found = _intact(chunk_map.get(key), vector_map.get(key))
+            if found is None:  # never served; the reconciler rebuilds the document from its text
+                damaged.add(key.decode().rpartition("#")[0])
+                continue
+            ids.append(key.decode())
+            chunks.append(found[0])
+            rows.append(found[1])
+        if damaged:
+            self.client.sadd(self._key(kb, "damaged"), *damaged)
+        matrix = np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
         snap = _Snapshot(int(version_raw or 0), ids, chunks, matrix)
         with self._lock:
             self._cache[kb] = snap

@@ -140,6 +140,26 @@ class WeaviateIndex:
             return 0
         return int(self._collection(kb).aggregate.over_all(total_count=True).total_count or 0)
 
+    def document_counts(self, kb: str, doc_ids: list[str]) -> dict[str, int]:
+        from weaviate.classes.query import Filter
+
+        if not self._has_tenant(kb):
+            return dict.fromkeys(doc_ids, 0)
+        aggregate = self._collection(kb).aggregate
+
+        def count(doc: str) -> int:
+            reply = aggregate.over_all(filters=Filter.by_property("doc_id").equal(doc), total_count=True)
+            return int(reply.total_count or 0)
+
+        return {doc: count(doc) for doc in doc_ids}
+
+    def verify(self, kb: str, doc_ids: list[str]) -> dict[str, int]:
+        """Weaviate checks its own storage; what it holds per document is what can be verified from here."""
+        return self.document_counts(kb, doc_ids)
+
+    def damaged(self, kb: str) -> set[str]:
+        return set()
+
     def drop(self, kb: str) -> None:
         tenant = tenant_name(kb)
         if self._has_tenant(kb):

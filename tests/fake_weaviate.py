@@ -122,7 +122,11 @@ class Servicer(weaviate_pb2_grpc.WeaviateServicer):
 
     def Aggregate(self, request, context):
         self.store.requests.append(("Aggregate", request))
-        count = len(self._objects(request.collection, request.tenant, context))
+        objects = self._objects(request.collection, request.tenant, context)
+        if request.HasField("filters"):
+            target = request.filters.target.property or (list(request.filters.on) or [""])[0]
+            objects = {k: v for k, v in objects.items() if str(v[0].get(target)) == request.filters.value_text}
+        count = len(objects)
         single = aggregate_pb2.AggregateReply.Single(objects_count=count)
         return aggregate_pb2.AggregateReply(took=0.001, single_result=single)
 

@@ -98,6 +98,35 @@ def test_isolation_between_knowledge_bases(index, kb):
     assert index.search(kb + "-never", _basis(0)[None], k=3) == [[]]
 
 
+def test_per_document_counts_say_what_the_index_holds(index, kb):
+    _fill(index, kb)
+    assert index.document_counts(kb, ["doc-a", "doc-b", "doc-gone"]) == {"doc-a": 4, "doc-b": 2, "doc-gone": 0}
+    assert index.verify(kb, ["doc-a", "doc-b"]) == {"doc-a": 4, "doc-b": 2}
+    assert index.document_counts(kb + "-never", ["doc-a"]) == {"doc-a": 0}
+    assert index.damaged(kb) == set()
+
+
+@pytest.mark.parametrize("part", ["chunks", "vectors"])
+def test_a_changed_byte_is_detected_never_served_and_cleared_by_a_rewrite(redis_client, kb, part):
+    index = EmbeddedIndex(redis_client)
+    chunks = _fill(index, kb)
+    key = index._key(kb, part)
+    raw = bytearray(redis_client.hget(key, "doc-a#2"))
+    raw[len(raw) // 2] ^= 0x01  # one bit
+    redis_client.hset(key, "doc-a#2", bytes(raw))
+    index.upsert(kb + "-other", [_chunk("x", 0, "x")], _basis(0)[None])  # unrelated write, same process
+    fresh = EmbeddedIndex(redis_client)
+    [hits] = fresh.search(kb, _basis(2)[None], k=6)
+    assert "doc-a#2" not in {c.id for c, _ in hits} and len(hits) == 5
+    assert fresh.damaged(kb) == {"doc-a"}
+    assert fresh.verify(kb, ["doc-a", "doc-b"]) == {"doc-a": 3, "doc-b": 2}
+    assert fresh.document_counts(kb, ["doc-a"]) == {"doc-a": 4}  # the cheap count cannot see it; searches and verify do
+    fresh.upsert(kb, chunks[:4], np.stack([_basis(i) for i in range(4)]))
+    assert fresh.damaged(kb) == set() and fresh.verify(kb, ["doc-a"]) == {"doc-a": 4}
+    [hits] = fresh.search(kb, _basis(2)[None], k=1)
+    assert hits[0][0].id == "doc-a#2"
+
+
 def test_embedded_index_persists_for_a_new_client(valkey_url, redis_client, kb):
     import redis
 

@@ -13,10 +13,14 @@ from core.settings import Settings, get_settings
 from store.redis import redis_url
 
 QUEUES = ("memory", "query", "train")
+# Every worker also serves the control queue, so reconciling never waits behind a backlog of questions.
+CONTROL = "control"
 ROUTES = {
     "memorag.ingest": {"queue": "memory"},
+    "memorag.reindex": {"queue": "memory"},
     "memorag.answer": {"queue": "query"},
     "memorag.retrain": {"queue": "train"},
+    "memorag.reconcile": {"queue": CONTROL},
 }
 
 app = Celery("memorag", include=["workers.tasks"])
@@ -39,7 +43,7 @@ def celery_config(settings: Settings) -> dict:
         "broker_transport_options": transport,
         "result_backend_transport_options": {"socket_connect_timeout": 5},
         "broker_connection_retry_on_startup": True,
-        "task_queues": [Queue(q, Exchange(q), routing_key=q) for q in QUEUES],
+        "task_queues": [Queue(q, Exchange(q), routing_key=q) for q in (*QUEUES, CONTROL)],
         "task_routes": ROUTES,
         "task_default_queue": "query",
         "task_default_exchange": "query",
@@ -55,9 +59,16 @@ def celery_config(settings: Settings) -> dict:
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
         "timezone": "UTC",
-        # `manage.py beat`: retrain on the train queue; the task itself skips when feedback is scarce.
+        # `manage.py beat` (or a worker started with --beat): retrain on the train queue, skipped by the task
+        # itself when feedback is scarce; reconcile the stores with the database. A reconcile message that waited
+        # longer than its interval is dropped: the next one does the same work.
         "beat_schedule": {
             "retrain": {"task": "memorag.retrain", "schedule": float(settings.retrain_interval), "args": ()},
+            "reconcile": {
+                "task": "memorag.reconcile",
+                "schedule": float(settings.reconcile_interval),
+                "options": {"expires": float(settings.reconcile_interval)},
+            },
         },
     }
 

@@ -16,8 +16,11 @@ from sqlmodel import select
 
 from agent import pipeline
 from agent.retrieval import FUSIONS
+from core.redact import redact
 from store import db
 from store.db import Answer, Document, KnowledgeBase, Query, Status
+from store.errors import MemoryProblem
+from store.memories import MemoryNotFound
 from store.redis import StoreUnavailable
 from workers.runtime import runtime
 
@@ -35,7 +38,11 @@ def doc_id_of(key: str) -> int:
 
 
 def ingest_document(document_id: int, on_progress: Progress | None = None) -> dict[str, Any]:
-    """Chunk, embed and index the document, form and store its memory, mark it ready."""
+    """Make the stores hold the document's chunks and memory, building only what is missing, and mark it ready.
+
+    A new document gets both; a repaired one (or one whose worker died after writing part) keeps what is
+    intact: a memory that passes its checksum is not formed again.
+    """
     report = on_progress or (lambda *_: None)
     rt = runtime()
     key = doc_key(document_id)
@@ -43,27 +50,25 @@ def ingest_document(document_id: int, on_progress: Progress | None = None) -> di
         doc = s.get(Document, document_id)
         if doc is None:
             return {"document": key, "status": "deleted"}
-        kb = s.get(KnowledgeBase, doc.kb_id)
-        if doc.status == Status.ready and rt.memories.exists(kb.name, key):
+        scope, text, expected = s.get(KnowledgeBase, doc.kb_id).name, doc.text, doc.chunk_count
+        if doc.status == Status.ready and _chunks_intact(rt, scope, key, expected) and _stored_meta(rt, scope, key):
             return _summary(doc)
-        doc.status, doc.error, doc.attempts, doc.updated_at = Status.processing, None, doc.attempts + 1, db.utcnow()
+        if doc.status != Status.repairing:  # a repairing document stays answerable while it is rebuilt
+            doc.status = Status.processing
+        doc.error, doc.attempts, doc.updated_at = None, doc.attempts + 1, db.utcnow()
         s.add(doc)
-        text, scope = doc.text, kb.name
     report("loading the model", 0, 0)
     lm, embedder = rt.lm, rt.embedder
     started = time.perf_counter()
     with _failures_recorded(Document, document_id):
-        memory, n_chunks = pipeline.memorize_document(
-            lm,
-            embedder,
-            rt.memories,
-            rt.index,
-            scope,
-            key,
-            text,
-            settings=rt.settings,
-            on_progress=lambda done, total: report("reading", done, total),
-        )
+        n_chunks = expected
+        if not _chunks_intact(rt, scope, key, expected):
+            report("indexing", 0, 0)
+            n_chunks = pipeline.index_document(lm, embedder, rt.index, scope, key, text)
+        meta = _stored_meta(rt, scope, key, lm.fingerprint)
+        if meta is None:
+            memory = pipeline.memorize(lm, text, settings=rt.settings, on_progress=lambda d, t: report("reading", d, t))
+            meta = pipeline.save_memory(rt.memories, scope, key, memory).meta
     elapsed = time.perf_counter() - started
     with db.session() as s:
         doc = s.get(Document, document_id)
@@ -71,14 +76,68 @@ def ingest_document(document_id: int, on_progress: Progress | None = None) -> di
             rt.memories.delete(scope, key)
             rt.index.delete_document(scope, key)
             return {"document": key, "status": "deleted"}
+        repaired = doc.status == Status.repairing
         doc.status, doc.error, doc.updated_at = Status.ready, None, db.utcnow()
-        doc.token_count, doc.memory_tokens = memory.meta.doc_tokens, memory.meta.memory_tokens
-        doc.chunk_count = n_chunks
-        doc.memory_key = f"{scope}/{key}"
-        doc.timings = {"ingest_s": round(elapsed, 3), "tokens_per_s": round(memory.meta.doc_tokens / elapsed, 1)}
+        doc.token_count, doc.memory_tokens = meta["doc_tokens"], meta["memory_tokens"]
+        doc.chunk_count, doc.memory_key = n_chunks, f"{scope}/{key}"
+        if repaired:
+            doc.timings = doc.timings | {"repair_s": round(elapsed, 3)}
+        else:
+            doc.timings = {"ingest_s": round(elapsed, 3), "tokens_per_s": round(meta["doc_tokens"] / elapsed, 1)}
         s.add(doc)
-        report("ready", memory.meta.doc_tokens, memory.meta.doc_tokens)
+        report("ready", meta["doc_tokens"], meta["doc_tokens"])
         return _summary(doc)
+
+
+def _chunks_intact(rt, scope: str, key: str, expected: int | None) -> bool:
+    """The index holds every chunk the row counts, each passing its checksum."""
+    if expected is None or key in rt.index.damaged(scope):
+        return False
+    return rt.index.verify(scope, [key])[key] == expected
+
+
+def _stored_meta(rt, scope: str, key: str, fingerprint: str | None = None) -> dict | None:
+    """The stored memory's metadata when it is whole (checksum) and, given a fingerprint, this model's."""
+    if fingerprint is None and rt.settings.memory_ttl_s:  # memories expire by design: rebuilt when asked for
+        return {"doc_tokens": 0, "memory_tokens": 0}
+    try:
+        return rt.memories.get(scope, key, fingerprint=fingerprint)[1].meta
+    except (MemoryNotFound, MemoryProblem):
+        return None
+
+
+def reindex_knowledge_base(kb_id: int, on_progress: Progress | None = None, batch: int = 16) -> dict[str, Any]:
+    """Rebuild the knowledge base's chunks in the vector index from the database's text, a batch of documents
+    (embedded together) at a time; memories are untouched and other knowledge bases never wait on it."""
+    from agent.retrieval import chunk_document
+
+    report = on_progress or (lambda *_: None)
+    rt = runtime()
+    with db.session() as s:
+        kb = s.get(KnowledgeBase, kb_id)
+        if kb is None:
+            return {"kb_id": kb_id, "status": "deleted"}
+        scope, ids = kb.name, db.ready_documents(s, kb_id)
+    report("indexing", 0, len(ids))
+    lm, embedder, chunks_total = rt.lm, rt.embedder, 0
+    for start in range(0, len(ids), batch):
+        with db.session() as s:
+            texts = {i: doc.text for i in ids[start : start + batch] if (doc := s.get(Document, i)) is not None}
+        chunked = {i: chunk_document(doc_key(i), text, lm.tokenizer) for i, text in texts.items()}
+        vectors = embedder.encode([c.text for chunks in chunked.values() for c in chunks])
+        offset = 0
+        for i, chunks in chunked.items():
+            rt.index.delete_document(scope, doc_key(i))
+            rt.index.upsert(scope, chunks, vectors[offset : offset + len(chunks)])
+            offset += len(chunks)
+        with db.session() as s:
+            for i, chunks in chunked.items():
+                if (doc := s.get(Document, i)) is not None:
+                    doc.chunk_count = len(chunks)
+                    s.add(doc)
+        chunks_total += offset
+        report("indexing", min(start + batch, len(ids)), len(ids))
+    return {"kb": scope, "documents": len(ids), "chunks": chunks_total}
 
 
 def sync_adapter(rt=None) -> str | None:
@@ -209,7 +268,7 @@ def _set_status(table: type[Document] | type[Query], row_id: int, status: Status
     with db.session() as s:
         row = s.get(table, row_id)
         if row is not None:
-            row.status, row.error = status, error
+            row.status, row.error = status, redact(error) if error else None
             if isinstance(row, Document):
                 row.updated_at = db.utcnow()
             s.add(row)

@@ -1,8 +1,9 @@
-"""Which queues have a live worker, answered from Redis in one round trip.
+"""Which queues have a live worker, and which tasks they run, answered from Redis in one round trip.
 
-Each worker refreshes a short-lived key naming its queues; the manager reads
-them to refuse work that no one would pick up, instead of a control-plane
-broadcast that costs a full timeout on every command.
+Each worker refreshes a short-lived key naming its queues and the tasks it is
+running; the manager reads them to refuse work that no one would pick up, and
+the reconciler to tell a lost task from a running one, instead of a
+control-plane broadcast that costs a full timeout on every command.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import redis
 PREFIX = "memorag:worker:"
 TTL_S = 15
 BEAT_S = 5
+RUNNING: set[str] = set()  # ids of the tasks this process is running (task_prerun/task_postrun keep it)
 
 
 class Heartbeat:
     def __init__(self, client: redis.Redis, name: str, queues: list[str]) -> None:
         self.client, self.key = client, PREFIX + name
-        self.payload = json.dumps({"name": name, "queues": sorted(queues), "host": socket.gethostname()})
+        self.about = {"name": name, "queues": sorted(queues), "host": socket.gethostname()}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="memorag-heartbeat", daemon=True)
 
@@ -32,7 +34,7 @@ class Heartbeat:
         return self
 
     def beat(self) -> None:
-        self.client.set(self.key, self.payload, ex=TTL_S)
+        self.client.set(self.key, json.dumps(self.about | {"running": sorted(RUNNING)}), ex=TTL_S)
 
     def _run(self) -> None:
         while not self._stop.wait(BEAT_S):
@@ -47,13 +49,16 @@ class Heartbeat:
             self.client.delete(self.key)
 
 
+def live_workers(client: redis.Redis) -> list[dict]:
+    """Each live worker's ``{"name", "queues", "host", "running"}``."""
+    keys = list(client.scan_iter(PREFIX + "*", count=100))
+    return [json.loads(raw) for raw in (client.mget(keys) if keys else []) if raw]
+
+
 def live_queues(client: redis.Redis) -> dict[str, list[str]]:
     """queue -> names of the live workers consuming it."""
-    keys = list(client.scan_iter(PREFIX + "*", count=100))
     found: dict[str, list[str]] = {}
-    for raw in client.mget(keys) if keys else []:
-        if raw:
-            worker = json.loads(raw)
-            for queue in worker["queues"]:
-                found.setdefault(queue, []).append(worker["name"])
+    for worker in live_workers(client):
+        for queue in worker["queues"]:
+            found.setdefault(queue, []).append(worker["name"])
     return found

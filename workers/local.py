@@ -19,7 +19,7 @@ from core.settings import Settings
 MANAGE = Path(__file__).resolve().parent.parent / "manage.py"
 
 
-COMMANDS = {"worker": ["worker"], "api": ["serve"]}
+COMMANDS = {"worker": ["worker", "--beat"], "api": ["serve"]}
 
 
 def pid_file(settings: Settings, name: str = "worker") -> Path:

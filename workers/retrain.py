@@ -146,7 +146,7 @@ def feedback_examples() -> tuple[list[tuple[int, str, rlgf.Example]], int]:
                 key = doc_key(doc)
             else:
                 ready = s.exec(
-                    select(Document.id).where(Document.kb_id == kb.id, Document.status == Status.ready)
+                    select(Document.id).where(Document.kb_id == kb.id, Document.status.in_(db.ANSWERABLE))
                 ).all()
                 if not ready:
                     continue

@@ -7,9 +7,10 @@ the record failed with its reason, so a bad document never loops.
 from __future__ import annotations
 
 from celery import Task, bootsteps
+from celery.signals import after_setup_logger, after_setup_task_logger, task_postrun, task_prerun
 
 from store.redis import StoreUnavailable
-from workers import jobs
+from workers import jobs, liveness
 from workers.app import app
 from workers.liveness import Heartbeat
 
@@ -22,13 +23,31 @@ RETRY = {
 }
 
 
+def _reporter(task: Task):
+    def progress(stage: str, done: int, total: int) -> None:
+        if task.request.id and not task.request.is_eager:
+            task.update_state(state="PROGRESS", meta={"stage": stage, "done": done, "total": total})
+
+    return progress
+
+
 @app.task(name="memorag.ingest", bind=True, **RETRY)
 def ingest(self: Task, document_id: int) -> dict:
-    def progress(stage: str, done: int, total: int) -> None:
-        if self.request.id and not self.request.is_eager:
-            self.update_state(state="PROGRESS", meta={"stage": stage, "done": done, "total": total})
+    return jobs.ingest_document(document_id, on_progress=_reporter(self))
 
-    return jobs.ingest_document(document_id, on_progress=progress)
+
+@app.task(name="memorag.reindex", bind=True, **RETRY)
+def reindex(self: Task, kb_id: int) -> dict:
+    return jobs.reindex_knowledge_base(kb_id, on_progress=_reporter(self))
+
+
+@app.task(name="memorag.reconcile", bind=True, **RETRY)
+def reconcile(self: Task) -> dict:
+    """Beat's periodic pass: send again what was lost, rebuild what the stores dropped."""
+    from workers.reconcile import reconcile as run
+    from workers.runtime import runtime
+
+    return run(runtime()).as_dict()
 
 
 @app.task(name="memorag.answer", bind=True, **RETRY)
@@ -40,11 +59,25 @@ def answer(self: Task, query_id: int) -> dict:
 def retrain(self: Task, force: bool = False) -> dict:
     from workers.retrain import retrain as run
 
-    def progress(stage: str, done: int, total: int) -> None:
-        if self.request.id and not self.request.is_eager:
-            self.update_state(state="PROGRESS", meta={"stage": stage, "done": done, "total": total})
+    return run(force=force, on_progress=_reporter(self))
 
-    return run(force=force, on_progress=progress)
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _redact_logs(logger, **_) -> None:
+    from core.redact import install
+
+    install(logger)
+
+
+@task_prerun.connect
+def _started(task_id: str, **_) -> None:
+    liveness.RUNNING.add(task_id)  # the heartbeat tells the reconciler this task is alive
+
+
+@task_postrun.connect
+def _finished(task_id: str, **_) -> None:
+    liveness.RUNNING.discard(task_id)
 
 
 class Announce(bootsteps.StartStopStep):
