@@ -6,6 +6,8 @@ module touches no server (the manager imports it to enqueue, workers to run).
 
 from __future__ import annotations
 
+import threading
+
 from celery import Celery
 from kombu import Exchange, Queue
 
@@ -75,7 +77,11 @@ def celery_config(settings: Settings) -> dict:
 
 def configure(settings: Settings | None = None) -> Celery:
     """(Re)configure the app from settings; the manager and tests call it explicitly."""
-    app.conf.update(celery_config(settings or get_settings()))
+    config = celery_config(settings or get_settings())
+    if app.conf.broker_url not in (None, config["broker_url"]):  # another server: drop connections to the old one
+        app._pool, app._backend_cache, app._local = None, None, threading.local()
+        app.amqp._producer_pool = None
+    app.conf.update(config)
     return app
 
 
