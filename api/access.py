@@ -25,7 +25,7 @@ def principal(
 
 
 Key = Annotated[keys.Principal, Depends(principal)]
-RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the number in d12 or q7")]
+RowId = Annotated[int, Path(ge=1, le=db.MAX_ROW_ID, description="the number in d12 or q7")]
 
 
 def kb_id_for(who: keys.Principal, name: str, role: str) -> int:

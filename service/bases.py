@@ -99,7 +99,8 @@ def document_count(name: str) -> int:
 
 
 def delete_kb(name: str, stores: Stores | None = None) -> int:
-    """Delete the knowledge base with its memories, chunks, documents, queries and feedback; returns documents."""
+    """Delete the knowledge base with its memories, chunks, documents, queries, feedback and API keys; returns
+    documents."""
     stores = stores or Stores()
     with db.session() as s:
         base = get_kb(s, name)
@@ -113,5 +114,6 @@ def delete_kb(name: str, stores: Stores | None = None) -> int:
         s.exec(delete(db.Answer).where(db.Answer.query_id.in_(query_ids)))
         s.exec(delete(db.Query).where(db.Query.kb_id == base.id))
         s.exec(delete(db.Document).where(db.Document.kb_id == base.id))
+        s.exec(delete(db.ApiKey).where(db.ApiKey.kb_id == base.id))  # a key of a knowledge base that is gone
         s.exec(delete(db.KnowledgeBase).where(db.KnowledgeBase.id == base.id))
     return len(doc_ids)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from service.errors import Invalid
+from service.errors import Invalid, NotFound
+from store.db import MAX_ROW_ID
 
 _ID = re.compile(r"([dqDQ])(\d+)")
 
@@ -14,7 +15,10 @@ def parse_id(value: str) -> tuple[str, int]:
     match = _ID.fullmatch(value.strip())
     if not match:
         raise Invalid(f"{value!r} is not an id: use q<number> for a query or d<number> for a document")
-    return match.group(1).lower(), int(match.group(2))
+    kind, number = match.group(1).lower(), int(match.group(2))
+    if number > MAX_ROW_ID:
+        raise NotFound(f"no {'document' if kind == 'd' else 'query'} {kind}{number}")
+    return kind, number
 
 
 def query_number(ident: str) -> int:

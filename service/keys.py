@@ -56,7 +56,7 @@ def create_key(role: str, kb_name: str | None = None) -> str:
 
 def revoke_key(key_id: int) -> None:
     with db.session() as s:
-        row = s.get(db.ApiKey, key_id)
+        row = s.get(db.ApiKey, key_id) if 0 < key_id <= db.MAX_ROW_ID else None
         if row is None or row.revoked_at is not None:
             raise NotFound(f"no active key {key_id}")
         row.revoked_at = db.utcnow()

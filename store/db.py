@@ -47,6 +47,7 @@ class Status(StrEnum):
 
 
 ANSWERABLE = (Status.ready, Status.repairing)
+MAX_ROW_ID = 2**31 - 1  # ids are PostgreSQL integers: a larger number names no row (and must not reach a query)
 
 
 class KnowledgeBase(SQLModel, table=True):

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
+if sys.path[0] != str(ROOT):  # first: the project's packages before this folder's scripts (service.py)
     sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data"
 
