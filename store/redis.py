@@ -27,6 +27,11 @@ class StoreUnavailable(RuntimeError):
     """Redis cannot be reached; the message names the URL and how to fix it."""
 
 
+# Errors that pass: a store that is down, restarting or still loading its AOF. Work that meets one is retried,
+# never marked failed.
+TRANSIENT = (StoreUnavailable, redis.ConnectionError, redis.TimeoutError)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 import redis
-import torch
 
 from agent.models import default_model_dir, is_prepared, load_model
+
+sys.path.append(str(Path(__file__).resolve().parents[1] / "ops" / "bench"))  # after the project's packages
+from deployment import tiny_llama
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -32,47 +35,23 @@ def redis_client(valkey_url):
     client.close()
 
 
-def _tiny_llama(path: Path, max_positions: int, **extra) -> Path:
-    """A randomly initialised 2-layer llama with the default model's tokenizer."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(_default_dir())
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=max_positions,
-        rope_theta=10000.0,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        **extra,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random llama with a short (512) position range, to exercise long-document limits."""
-    return _tiny_llama(tmp_path_factory.mktemp("tiny-llama"), 512)
+    return tiny_llama(tmp_path_factory.mktemp("tiny-llama"), 512)
 
 
 @pytest.fixture(scope="session")
 def tiny_long_model_dir(tmp_path_factory) -> Path:
     """The same tiny llama with the default model's 8,192 positions, for whole-pipeline runs."""
-    return _tiny_llama(tmp_path_factory.mktemp("tiny-llama-8k"), 8192)
+    return tiny_llama(tmp_path_factory.mktemp("tiny-llama-8k"), 8192)
 
 
 @pytest.fixture(scope="session")
 def trainable_model_dir(tmp_path_factory) -> Path:
     """A tiny llama whose random weights are large enough for a LoRA to make sharp predictions
     (at the usual 0.02 init its logits barely move from uniform, whatever the adapter learns)."""
-    return _tiny_llama(tmp_path_factory.mktemp("tiny-llama-trainable"), 8192, initializer_range=0.2)
+    return tiny_llama(tmp_path_factory.mktemp("tiny-llama-trainable"), 8192, initializer_range=0.2)
 
 
 @pytest.fixture(scope="session")

@@ -64,7 +64,7 @@ def test_corruption(live):
     result = chaos.corruption(live, n=5, questions=4)
     assert result["memory_detected"] == result["memory_chunks_corrupted"] == 5, result
     assert result["vector_detected"] == result["vector_entries_corrupted"] == 5, result
-    assert result["served_from_corrupt"] == 0 and result["still_corrupt_after"] == 0
+    assert result["served_from_corrupt"] == 0 < result["evidence_checked"] and result["still_corrupt_after"] == 0
     assert clean(result) == CLEAN, result
 
 

@@ -21,7 +21,7 @@ from store import db
 from store.db import Answer, Document, KnowledgeBase, Query, Status
 from store.errors import MemoryProblem
 from store.memories import MemoryNotFound
-from store.redis import StoreUnavailable
+from store.redis import TRANSIENT
 from workers.runtime import runtime
 
 Progress = Callable[[str, int, int], None]  # stage, done, total
@@ -256,7 +256,7 @@ def _failures_recorded(table: type[Document] | type[Query], row_id: int) -> Iter
     """Store errors leave the row queued for the retry; anything else marks it failed with the reason."""
     try:
         yield
-    except StoreUnavailable as exc:
+    except TRANSIENT as exc:
         _set_status(table, row_id, Status.queued, f"will retry: {exc}")
         raise
     except Exception as exc:
@@ -268,7 +268,9 @@ def _set_status(table: type[Document] | type[Query], row_id: int, status: Status
     with db.session() as s:
         row = s.get(table, row_id)
         if row is not None:
-            row.status, row.error = status, redact(error) if error else None
+            if not (row.status == Status.repairing and status == Status.queued):  # still answerable meanwhile
+                row.status = status
+            row.error = redact(error) if error else None
             if isinstance(row, Document):
                 row.updated_at = db.utcnow()
             s.add(row)

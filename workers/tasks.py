@@ -9,13 +9,13 @@ from __future__ import annotations
 from celery import Task, bootsteps
 from celery.signals import after_setup_logger, after_setup_task_logger, task_postrun, task_prerun
 
-from store.redis import StoreUnavailable
+from store.redis import TRANSIENT
 from workers import jobs, liveness
 from workers.app import app
 from workers.liveness import Heartbeat
 
 RETRY = {
-    "autoretry_for": (StoreUnavailable,),
+    "autoretry_for": TRANSIENT,
     "retry_backoff": 2,
     "retry_backoff_max": 120,
     "retry_jitter": True,

@@ -189,7 +189,7 @@ def store_wipe(d: Deployment, kbs: int = 3, docs_per_kb: int = 4) -> dict:
     redis.Redis.from_url(d.redis_url).flushall()
     started = time.monotonic()
     wait_until(lambda: _workers_back(d), 30, what="the workers' heartbeats")
-    found = repair.repair(verify=False)
+    repair.repair(verify=False)  # the periodic pass may have found it first: either sends the rebuilds
     settle(names, timeout=300)
     recover_s = time.monotonic() - started
     stores, kb_names = Stores(), _kb_names()
@@ -200,7 +200,7 @@ def store_wipe(d: Deployment, kbs: int = 3, docs_per_kb: int = 4) -> dict:
     answered = sum(1 for q in rows(names)[1] if q.id in tickets and q.status == "done")
     return {
         "tokens": tokens,
-        "damaged_found": len(found.damaged),
+        "repaired_documents": sum("repair_s" in doc.timings for doc in rows(names)[0]),
         "chunks_back": sum(counted.values()),
         "chunks_before": sum(expected.values()),
         "memories_back": memories,
@@ -218,7 +218,8 @@ def _workers_back(d: Deployment) -> bool:
 
 
 def corruption(d: Deployment, n: int = 100, questions: int = 10, seed: int = 0) -> dict:
-    """Flip a byte in ``n`` memory chunks and ``n`` vector entries; questions before the repair never see them."""
+    """Flip a bit in ``n`` memory chunks and ``n`` vector-index entries (the chunk's JSON for half, its vector for
+    the others); questions asked before the repair are never answered from a changed entry."""
     import redis
 
     from service import repair
@@ -230,17 +231,21 @@ def corruption(d: Deployment, n: int = 100, questions: int = 10, seed: int = 0) 
     client, stores = redis.Redis.from_url(d.redis_url), Stores()
     docs = [doc.public_id for doc in rows([kb])[0] if doc.status == "ready"][:n]
     versions, bad_chunks = {}, set()
-    for doc in docs:
+    for i, doc in enumerate(docs):
         manifest = stores.memories.manifest(kb, doc)
         key = stores.memories._chunk_key(kb, doc, manifest.version, 0)
         _flip(client, key, rng)
         versions[doc] = manifest.version
         chunk_id = f"{doc}#{rng.randrange(rows_chunk_count(kb, doc))}"
-        _flip_field(client, stores.index._key(kb, "vectors"), chunk_id, rng)
+        _flip_field(client, stores.index._key(kb, "chunks" if i % 2 else "vectors"), chunk_id, rng)
         bad_chunks.add(chunk_id)
+    client.incr(stores.index._version_key(kb))  # as any later write would: every worker reads the index again
     tickets = ask_all(kb, questions)
     settle([kb], timeout=300)
-    served = sum(len({e["chunk_id"] for e in a.evidence} & bad_chunks) for a in rows([kb])[2] if a.query_id in tickets)
+    texts = {doc.public_id: doc.text for doc in rows([kb])[0]}
+    evidence = [e for a in rows([kb])[2] if a.query_id in tickets for e in a.evidence]
+    # evidence whose text is not the document's own at its offsets was read from a changed entry
+    served = sum(e["text"] != texts[e["doc_id"]][e["char_start"] : e["char_end"]] for e in evidence)
     repair.repair(kb, verify=True)  # whatever the questions and the periodic pass have not found yet
     settle([kb], timeout=300)
     # Detected = replaced: a memory under a new version that checks out, a vector entry that checks out again.
@@ -254,6 +259,7 @@ def corruption(d: Deployment, n: int = 100, questions: int = 10, seed: int = 0) 
         "memory_detected": len(memory_rebuilt),
         "vector_entries_corrupted": len(bad_chunks),
         "vector_detected": vectors_rebuilt,
+        "evidence_checked": len(evidence),
         "served_from_corrupt": served,
         "still_corrupt_after": still_bad,
     } | ledger([kb])

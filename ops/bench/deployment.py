@@ -190,8 +190,8 @@ class Deployment:
         command = [str(get_binary_path()), "--port", str(self.redis_port), "--bind", "127.0.0.1", "--dir",
                    str(directory), "--appendonly", "yes" if self.aof else "no", "--appendfsync", "everysec",
                    "--save", "", "--proto-max-bulk-len", "512mb"]  # fmt: skip
-        log = (self.home / "logs" / "valkey.log").open("ab")
-        self.valkey = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with (self.home / "logs" / "valkey.log").open("ab") as log:
+            self.valkey = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_until(self._redis_answers, 15, what="Valkey")
 
     def _redis_answers(self) -> bool:
@@ -206,11 +206,11 @@ class Deployment:
             self.valkey = None
 
     def _spawn(self, name: str, *args: str) -> subprocess.Popen:
-        log = (self.home / "logs" / f"{name}.log").open("ab")
         env = os.environ | self.env
-        return subprocess.Popen([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env=env,
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
+        with (self.home / "logs" / f"{name}.log").open("ab") as log:  # the child keeps its own handle
+            return subprocess.Popen([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env=env,
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)  # fmt: skip
 
     def start_worker(self, name: str, queues: str = "memory,query") -> None:
         self.workers[name] = self._spawn(name, "worker", "-Q", queues, "-n", f"{name}@chaos", "--loglevel", "WARNING")

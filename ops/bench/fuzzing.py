@@ -10,6 +10,7 @@ ends in a state its knowledge base can explain.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import random
 import tempfile
@@ -190,6 +191,7 @@ def isolation_campaign(redis_url: str, kbs: int, chunks: int, searches: int, see
     from store.weaviate import WeaviateIndex
     from tests.fake_weaviate import FakeWeaviate
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the fake server's request log
     rng = random.Random(seed)
     names = list(dict.fromkeys(["a", "A", "a-", "a_b", "x" * 64, *NASTY[:6]] + [_random_name(rng) for _ in range(kbs)]))
     names = [n for n in names if n][:kbs]
