@@ -77,6 +77,11 @@ def test_lost_stores_and_lost_messages_are_found_and_rebuilt_from_the_database(w
     redis_client.flushall()
     shown = run("status").output
     assert "damaged d1: chunks: 0 of" in shown and "memory: missing" in shown
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    assert TestClient(create_app()).get("/readyz").json()["repair"] == {"stale": 0, "damaged": 2, "repairing": 0}
     repaired = run("repair", "town")
     assert repaired.exit_code == 0 and "sent again: 2" in repaired.output
     assert {d.status for d in documents()} <= {"repairing", "ready"}
@@ -266,3 +271,16 @@ def test_no_pickle_on_any_path(records):
         with pytest.raises(Exception, match=r"timed out|Timeout"):
             pickled.get(timeout=4)  # the worker refuses to deserialize it: never run, never answered
         assert reconcile.apply_async().get(timeout=30)["fixed"] is True
+
+
+def test_a_worker_whose_model_cannot_load_fails_the_document_with_the_reason(records, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMORAG_MODEL", str(tmp_path / "no-model-here"))
+    runtime.reset()
+    (tmp_path / "a.txt").write_text("The lighthouse was lit in 1781.")
+    with start_worker(configure(), pool="solo", perform_ping_check=False, queues=["memory", "control"]):
+        run("kb", "create", "town")
+        done = run("ingest", "town", str(tmp_path / "a.txt"), "--wait")
+    runtime.reset()
+    [doc] = documents()
+    assert doc.status == "failed" and "no-model-here" in doc.error, doc.error
+    assert done.exit_code == 2 and "no-model-here" in done.output

@@ -58,9 +58,9 @@ def ingest_document(document_id: int, on_progress: Progress | None = None) -> di
         doc.error, doc.attempts, doc.updated_at = None, doc.attempts + 1, db.utcnow()
         s.add(doc)
     report("loading the model", 0, 0)
-    lm, embedder = rt.lm, rt.embedder
     started = time.perf_counter()
-    with _failures_recorded(Document, document_id):
+    with _failures_recorded(Document, document_id):  # a model that cannot load is the row's reason too
+        lm, embedder = rt.lm, rt.embedder
         n_chunks = expected
         if not _chunks_intact(rt, scope, key, expected):
             report("indexing", 0, 0)

@@ -394,6 +394,10 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         home = Path(args.home or stack.enter_context(tempfile.TemporaryDirectory(prefix="memorag-chaos-")))
         model = str(tiny_llama(home / "tiny-llama")) if args.model == "tiny" else args.model
+        if model == "default":  # the prepared bundled model, by its directory: the deployment has its own home
+            from agent.models import default_model_dir
+
+            model = str(default_model_dir())
         results = run(chosen, home, model)
     for name, result in results.items():
         print(f"{name}: {result}")
