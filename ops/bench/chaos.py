@@ -207,7 +207,7 @@ def store_wipe(d: Deployment, kbs: int = 3, docs_per_kb: int = 4) -> dict:
         "memories_before": len(expected),
         "answered_after": f"{answered}/{len(tickets)}",
         "recover_s": round(recover_s, 2),
-        "recover_s_per_10k_tokens": round(recover_s / max(1, tokens / 10_000), 2),
+        "recover_s_per_10k_tokens": round(recover_s * 10_000 / max(1, tokens), 2),
     } | ledger(names)
 
 
