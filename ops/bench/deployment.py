@@ -138,6 +138,7 @@ class Deployment:
     workers: dict[str, subprocess.Popen] = field(default_factory=dict)
     beat: subprocess.Popen | None = None
     cleanups: list[Callable[[], None]] = field(default_factory=list)
+    saved_env: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def redis_url(self) -> str:
@@ -163,6 +164,7 @@ class Deployment:
         if not self.database_url:
             self.database_url, drop = fresh_machine_database()
             self.cleanups.append(drop)
+        self.saved_env = {name: os.environ.get(name) for name in self.env}
         os.environ.update(self.env)
         self.reset_clients()
         self.start_valkey()
@@ -243,9 +245,16 @@ class Deployment:
         self.workers.clear()
         self.beat = None
         self.kill_valkey()
+        for name, value in self.saved_env.items():  # this process's settings as they were before start
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         from store import db
+        from workers import runtime
 
-        db.reset_engines()
+        db.reset_engines()  # the Celery app is reconfigured by whoever sends work next (workers.app.configure)
+        runtime.reset()
         for cleanup in reversed(self.cleanups):
             with contextlib.suppress(Exception):
                 cleanup()
