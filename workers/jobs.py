@@ -51,7 +51,7 @@ def ingest_document(document_id: int, on_progress: Progress | None = None) -> di
         if doc is None:
             return {"document": key, "status": "deleted"}
         scope, text, expected = s.get(KnowledgeBase, doc.kb_id).name, doc.text, doc.chunk_count
-        if doc.status == Status.ready and _chunks_intact(rt, scope, key, expected) and _stored_meta(rt, scope, key):
+        if doc.status == Status.ready and _chunks_intact(rt, scope, key, expected) and _memory_kept(rt, scope, key):
             return _summary(doc)
         if doc.status != Status.repairing:  # a repairing document stays answerable while it is rebuilt
             doc.status = Status.processing
@@ -96,10 +96,13 @@ def _chunks_intact(rt, scope: str, key: str, expected: int | None) -> bool:
     return rt.index.verify(scope, [key])[key] == expected
 
 
+def _memory_kept(rt, scope: str, key: str) -> bool:
+    """Nothing to rebuild: the memory is whole, or memories expire by design and are rebuilt when asked for."""
+    return bool(rt.settings.memory_ttl_s) or _stored_meta(rt, scope, key) is not None
+
+
 def _stored_meta(rt, scope: str, key: str, fingerprint: str | None = None) -> dict | None:
     """The stored memory's metadata when it is whole (checksum) and, given a fingerprint, this model's."""
-    if fingerprint is None and rt.settings.memory_ttl_s:  # memories expire by design: rebuilt when asked for
-        return {"doc_tokens": 0, "memory_tokens": 0}
     try:
         return rt.memories.get(scope, key, fingerprint=fingerprint)[1].meta
     except (MemoryNotFound, MemoryProblem):
