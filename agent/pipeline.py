@@ -22,7 +22,7 @@ from agent.backends import LocalBackend, generator_backend
 from agent.choices import TASKS
 from agent.memory.formation import form_memory, tokenize_document
 from agent.memory.types import GlobalMemory
-from agent.models import LoadedModel, resolve_dtype
+from agent.models import LoadedModel, memory_storage
 from agent.retrieval import DEFAULT_FUSION, Embedder, Evidence, chunk_document, retrieve
 from core.settings import Settings, get_settings
 from store.errors import MemoryProblem
@@ -58,7 +58,7 @@ def memorize(
         beta=beta or settings.beta,
         window=settings.window,
         scorer=settings.scorer,
-        storage_dtype=resolve_dtype(settings.memory_dtype, lm.device),
+        storage_dtype=memory_storage(settings.memory_dtype, lm.device),
         on_progress=on_progress,
     )
 

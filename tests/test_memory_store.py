@@ -95,14 +95,13 @@ def test_connection_lost_mid_pipelined_read_is_a_clear_error():
     client = fakeredis.FakeRedis(server=server)
     store = MemoryStore(client, chunk_bytes=100)
     store.put("kb", "doc", os.urandom(1000), META)
-    manifest_read = store.manifest
+    pipeline = client.pipeline
 
-    def manifest_then_drop(kb, doc):
-        found = manifest_read(kb, doc)
-        server.connected = False  # the server goes away before the chunk pipeline
-        return found
+    def drop_then_pipeline(*args, **kwargs):
+        server.connected = False  # the server goes away after the manifest, before the chunk pipeline
+        return pipeline(*args, **kwargs)
 
-    store.manifest = manifest_then_drop
+    client.pipeline = drop_then_pipeline
     with pytest.raises(StoreUnavailable, match="lost the connection"):
         store.get("kb", "doc")
 

@@ -98,7 +98,7 @@ def _chunks_intact(rt, scope: str, key: str, expected: int | None) -> bool:
 
 def _memory_kept(rt, scope: str, key: str) -> bool:
     """Nothing to rebuild: the memory is whole, or memories expire by design and are rebuilt when asked for."""
-    return bool(rt.settings.memory_ttl_s) or _stored_meta(rt, scope, key) is not None
+    return not rt.memories.durable or _stored_meta(rt, scope, key) is not None
 
 
 def _stored_meta(rt, scope: str, key: str, fingerprint: str | None = None) -> dict | None:

@@ -23,8 +23,6 @@ from sqlmodel import select
 from core.settings import Settings, get_settings
 from store import db
 from store.db import Document, KnowledgeBase, Query, Status
-from store.errors import MemoryProblem
-from store.memories import MemoryNotFound
 from workers.app import CONTROL, QUEUES
 from workers.liveness import live_workers
 
@@ -86,7 +84,7 @@ def reconcile(
     try:
         findings = Findings(fixed=fix)
         _find_stale(findings, live_task_ids(client), kb_id, settings.reconcile_grace_s)
-        _find_damaged(findings, stores, kb_id, verify=verify, memories=settings.memory_ttl_s == 0)
+        _find_damaged(findings, stores, kb_id, verify=verify, memories=stores.memories.durable)
         if fix:
             _send_again(findings)
         return findings
@@ -136,13 +134,7 @@ def _find_damaged(findings: Findings, stores, kb_id: int | None, *, verify: bool
 def _memory_problem(store, kb: str, doc: str, verify: bool) -> str | None:
     if not verify:
         return None if store.exists(kb, doc) else "memory: missing"
-    try:
-        store.get(kb, doc)
-    except MemoryNotFound:
-        return "memory: missing"
-    except MemoryProblem as exc:
-        return f"memory: {exc}"
-    return None
+    return store.verify(kb, doc)
 
 
 def _send_again(findings: Findings) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from agent.models import LoadedModel, load_model
 from agent.retrieval import Embedder, get_embedder
 from core.settings import Settings, get_settings
-from store.memories import MemoryStore
+from store.memories import MemoryStore, open_memories
 from store.redis import connect
 from store.vectors import VectorIndex, open_index
 
@@ -60,5 +60,5 @@ def runtime() -> Runtime:
         if _runtime is None:
             settings = get_settings()
             client = connect(settings=settings)
-            _runtime = Runtime(settings, MemoryStore(client, ttl_s=settings.memory_ttl_s), open_index(client, settings))
+            _runtime = Runtime(settings, open_memories(client, settings), open_index(client, settings))
         return _runtime

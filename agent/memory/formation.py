@@ -60,10 +60,10 @@ def form_memory(
     beta: int = 16,
     window: int = 1024,
     scorer: str | Scorer = "snapkv",
-    storage_dtype: torch.dtype = torch.bfloat16,
+    storage_dtype: torch.dtype | str = torch.bfloat16,
     on_progress: ProgressFn | None = None,
 ) -> GlobalMemory:
-    """Compress ``token_ids`` into a memory; its K/V are kept in ``storage_dtype``."""
+    """Compress ``token_ids`` into a memory; its K/V are kept in ``storage_dtype`` (a torch dtype or "int8")."""
     _check_fits(lm, len(token_ids), window, beta)
     importance = get_scorer(scorer) if isinstance(scorer, str) else scorer
     model, device = lm.model, lm.device
@@ -118,10 +118,14 @@ def _check_fits(lm: LoadedModel, tokens: int, window: int, beta: int) -> None:
 
 
 def _memory(lm: LoadedModel, cache, kept, scorer: str, beta: int, window: int, total: int, dtype) -> GlobalMemory:
-    """The formed cache as a stored memory: K/V in ``dtype`` on the CPU, which tokens each head kept."""
+    """The formed cache as a stored memory: K/V in ``dtype`` on the CPU, which tokens each head kept.
+
+    An int8 memory is quantized from the cache as computed, not from a bf16 copy of it.
+    """
     layers = range(len(kept))
-    keys = [cache.layers[i].keys[0].to("cpu", dtype).contiguous() for i in layers]
-    values = [cache.layers[i].values[0].to("cpu", dtype).contiguous() for i in layers]
+    as_float = lm.dtype if dtype == "int8" else dtype
+    keys = [cache.layers[i].keys[0].to("cpu", as_float).contiguous() for i in layers]
+    values = [cache.layers[i].values[0].to("cpu", as_float).contiguous() for i in layers]
     indices = torch.stack([torch.cat(k, dim=1) for k in kept]).to(torch.int32).cpu()
     meta = MemoryMeta(
         model_fingerprint=lm.fingerprint,
@@ -137,6 +141,8 @@ def _memory(lm: LoadedModel, cache, kept, scorer: str, beta: int, window: int, t
         head_dim=keys[0].shape[-1],
         dtype=str(keys[0].dtype).removeprefix("torch."),
     )
+    if dtype == "int8":
+        return GlobalMemory.int8_of(keys, values, indices, meta)
     return GlobalMemory(keys, values, indices, meta)
 
 

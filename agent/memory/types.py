@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import struct
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from agent.memory import int8
 from store.errors import CorruptMemory, IncompatibleMemory
 
 FORMAT_VERSION = 1
@@ -48,20 +49,45 @@ class GlobalMemory:
 
     ``token_indices`` [layers, kv_heads, M] holds the document token each
     memory slot came from (heads may keep different tokens), mapping memory
-    back to text.
+    back to text. An int8 memory (``meta.dtype == "int8"``) keeps its K/V as
+    int8 with float16 scales (``agent/memory/int8.py``) in memory as on disk,
+    so what is stored is what was read; it is widened only into a cache.
     """
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     token_indices: torch.Tensor
     meta: MemoryMeta
+    key_scales: list[torch.Tensor] | None = None
+    value_scales: list[torch.Tensor] | None = None
+
+    @classmethod
+    def int8_of(
+        cls, keys: list[torch.Tensor], values: list[torch.Tensor], token_indices: torch.Tensor, meta: MemoryMeta
+    ) -> GlobalMemory:
+        """The int8 memory of float K/V (``meta.dtype`` becomes ``int8``)."""
+        qk = [int8.quantize_keys(k) for k in keys]
+        qv = [int8.quantize_values(v) for v in values]
+        return cls(
+            [k for k, _ in qk],
+            [v for v, _ in qv],
+            token_indices,
+            replace(meta, dtype="int8"),
+            [s for _, s in qk],
+            [s for _, s in qv],
+        )
+
+    @property
+    def quantized(self) -> bool:
+        return self.key_scales is not None
 
     def __len__(self) -> int:
         return self.meta.memory_tokens
 
     @property
     def nbytes(self) -> int:
-        kv = sum(t.numel() * t.element_size() for t in self.keys + self.values)
+        scales = (self.key_scales or []) + (self.value_scales or [])
+        kv = sum(t.numel() * t.element_size() for t in self.keys + self.values + scales)
         return kv + self.token_indices.numel() * self.token_indices.element_size()
 
     def check_model(self, fingerprint: str) -> None:
@@ -76,15 +102,26 @@ class GlobalMemory:
         from transformers import DynamicCache
 
         cache = DynamicCache()
-        for layer, (k, v) in enumerate(zip(self.keys, self.values, strict=True)):
+        for layer, (k, v) in enumerate(self.float_layers(dtype or torch.bfloat16)):
             cache.update(k[None].to(device, dtype), v[None].to(device, dtype), layer)
         return cache
+
+    def float_layers(self, dtype: torch.dtype = torch.bfloat16):
+        """Each layer's (K, V) as floating-point tensors (an int8 memory is widened to ``dtype``)."""
+        for layer, (k, v) in enumerate(zip(self.keys, self.values, strict=True)):
+            if self.quantized:
+                k = int8.dequantize(k, self.key_scales[layer], dtype)
+                v = int8.dequantize(v, self.value_scales[layer], dtype)
+            yield k, v
 
     def to_bytes(self) -> bytes:
         tensors = {"token_indices": self.token_indices.contiguous()}
         for layer, (k, v) in enumerate(zip(self.keys, self.values, strict=True)):
             tensors[f"k.{layer}"] = k.contiguous()
             tensors[f"v.{layer}"] = v.contiguous()
+            if self.quantized:
+                tensors[f"ks.{layer}"] = self.key_scales[layer].contiguous()
+                tensors[f"vs.{layer}"] = self.value_scales[layer].contiguous()
         return st_save(tensors, metadata={_META_KEY: json.dumps(self.meta.as_dict(), sort_keys=True)})
 
     @classmethod
@@ -98,7 +135,11 @@ class GlobalMemory:
         try:
             keys = [tensors[f"k.{i}"] for i in range(layers)]
             values = [tensors[f"v.{i}"] for i in range(layers)]
-            return cls(keys, values, tensors["token_indices"], meta)
+            if meta.dtype != "int8":
+                return cls(keys, values, tensors["token_indices"], meta)
+            key_scales = [tensors[f"ks.{i}"] for i in range(layers)]
+            value_scales = [tensors[f"vs.{i}"] for i in range(layers)]
+            return cls(keys, values, tensors["token_indices"], meta, key_scales, value_scales)
         except KeyError as exc:
             raise CorruptMemory(f"memory lacks tensor {exc}") from exc
 

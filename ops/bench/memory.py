@@ -23,7 +23,7 @@ from agent.chat import chat_prompt
 from agent.memory.decoding import continuation_logprob
 from agent.memory.formation import form_memory, peak_positions, required_beta
 from agent.memory.types import GlobalMemory
-from agent.models import load_model, resolve_dtype
+from agent.models import load_model, memory_storage
 from agent.pipeline import save_memory
 from core.settings import get_settings
 from store.memories import MemoryStore
@@ -51,11 +51,11 @@ def rehydrate_times(store, lm, kb: str, doc: str, repeats: int = 5) -> tuple[flo
     return statistics.median(fetches), statistics.median(totals)
 
 
-def full_kv_bytes_per_token(lm, storage: torch.dtype) -> int:
+def full_kv_bytes_per_token(lm, storage: torch.dtype | str) -> int:
     cfg = lm.model.config
     kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    return 2 * cfg.num_hidden_layers * kv_heads * head_dim * storage.itemsize
+    return 2 * cfg.num_hidden_layers * kv_heads * head_dim * (1 if storage == "int8" else storage.itemsize)
 
 
 def cost_rows(lm, store, sizes, betas, window, scorer, storage) -> list[dict]:
@@ -144,7 +144,7 @@ def main() -> None:
     betas = [int(x) for x in args.betas.split(",") if x]
 
     lm = load_model(settings=settings)
-    storage = resolve_dtype(settings.memory_dtype, lm.device)
+    storage = memory_storage(settings.memory_dtype, lm.device)
     print(f"model {lm.name} on {lm.device} ({lm.dtype}), memory dtype {storage}, window {window}, scorer {scorer}")
     server = BenchRedis(settings)
     store = MemoryStore(server.client)

@@ -25,7 +25,7 @@ from agent.backends import LocalBackend
 from agent.chat import chat_prompt
 from agent.memory.decoding import SamplingParams, generate, token_logprobs
 from agent.memory.formation import form_memory, peak_positions
-from agent.models import load_model, resolve_dtype
+from agent.models import load_model, memory_storage
 from core.settings import get_settings
 
 
@@ -85,7 +85,7 @@ def main() -> None:
     window = args.window or settings.window
     scorer = args.scorer or settings.scorer
     lm = load_model(settings=settings)
-    storage = resolve_dtype(settings.memory_dtype, lm.device)
+    storage = memory_storage(settings.memory_dtype, lm.device)
     facts = FACTS[: args.facts]
     print(
         f"model {lm.name} ({lm.dtype}), window {window}, scorer {scorer}, read span {lm.read_span}, {len(facts)} facts"
