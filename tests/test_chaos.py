@@ -63,6 +63,7 @@ def test_store_wipe(live):
 def test_corruption(live):
     result = chaos.corruption(live, n=4, questions=2)
     assert result["memory_detected"] == result["memory_chunks_corrupted"] == 4, result
+    assert result["memory_reformed"] == result["memory_disk_copies_corrupted"] == 2, result  # the rest: from disk
     assert result["vector_detected"] == result["vector_entries_corrupted"] == 4, result
     assert result["served_from_corrupt"] == 0 < result["evidence_checked"] and result["still_corrupt_after"] == 0
     assert clean(result) == CLEAN, result

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import logging
+import shutil
 import subprocess
 import time
 import uuid
@@ -20,8 +21,10 @@ from celery.contrib.testing.worker import start_worker
 from click.testing import CliRunner
 from sqlmodel import select
 
+from core.settings import get_settings
 from manage import cli
 from store import db
+from store.disk import DiskTier
 from store.memories import MemoryStore
 from store.redis import connect
 from store.vectors import EmbeddedIndex
@@ -34,6 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run(*args: str):
     return CliRunner().invoke(cli, list(args), catch_exceptions=False, prog_name="manage.py")
+
+
+def memories_on_disk() -> DiskTier:
+    return DiskTier(get_settings().memory_tier_dir)
 
 
 @pytest.fixture
@@ -86,8 +93,13 @@ def test_lost_stores_and_lost_messages_are_found_and_rebuilt_from_the_database(w
     memories, index = MemoryStore(redis_client), EmbeddedIndex(redis_client)
     assert "nothing stale or being repaired" in run("status").output
 
-    # The store is emptied (FLUSHALL): the status names what is missing, repair rebuilds it from the text.
+    # The store is emptied (FLUSHALL): memories are still on the disk tier; with that lost too, the status names
+    # what is missing and repair rebuilds it from the text.
     redis_client.flushall()
+    shown = run("status").output
+    assert "damaged d1: chunks: 0 of" in shown and "memory" not in shown
+    assert memories_on_disk().get("town", "d1") is not None
+    shutil.rmtree(memories_on_disk().root)
     shown = run("status").output
     assert "damaged d1: chunks: 0 of" in shown and "memory: missing" in shown
     from fastapi.testclient import TestClient
@@ -107,15 +119,18 @@ def test_lost_stores_and_lost_messages_are_found_and_rebuilt_from_the_database(w
     assert all(memories.exists("town", d) for d in before)
     assert all("repair_s" in d.timings for d in documents())
 
-    # Bytes change in a memory chunk and a vector entry: repair's checks find both, and only they are rebuilt.
+    # Bytes change in a memory (both tiers) and a vector entry: repair's checks find both, and only they are
+    # rebuilt (one damaged tier is mended from the other: tests/test_memory_tiers.py).
     manifest = memories.manifest("town", "d1")
     redis_client.setrange(memories._chunk_key("town", "d1", manifest.version, 0), 64, b"\xff\xfe")
+    [file] = memories_on_disk().root.rglob("d1.*.safetensors")
+    file.write_bytes(b"\0" * file.stat().st_size)
     entry = redis_client.hget(index._key("town", "vectors"), "d2#0")
     redis_client.hset(index._key("town", "vectors"), "d2#0", bytes([entry[0] ^ 1]) + entry[1:])
     quick = run("repair", "town", "--quick").output  # counts only: neither is visible to it
     assert "nothing to repair" in quick
     found = run("repair", "town").output
-    assert "damaged d1: memory: memory town/d1 does not match its checksum" in found
+    assert "damaged d1: memory: memory file for town/d1 on disk does not match its checksum" in found
     assert f"damaged d2: chunks: {before['d2'] - 1} of {before['d2']} intact" in found
     wait_for(lambda: {d.status for d in documents()} == {"ready"})
     assert memories.manifest("town", "d1").version != manifest.version

@@ -9,8 +9,10 @@ from celery.contrib.testing.worker import start_worker
 from click.testing import CliRunner
 from sqlmodel import select
 
+from core.settings import get_settings
 from manage import cli
 from store import db
+from store.disk import DiskTier
 from store.memories import MemoryStore
 from store.redis import connect
 from store.vectors import open_index
@@ -135,17 +137,25 @@ def test_missing_corrupt_and_foreign_memories_are_rebuilt_and_the_query_answered
     tmp = service
     cli_run("kb", "create", "town")
     assert cli_run("ingest", "town", write(tmp, "observatory.txt", OBSERVATORY), "--wait").exit_code == 0
-    memories = MemoryStore(connect())
+    memories = MemoryStore(connect())  # the hot tier alone, as Redis holds it
+    disk = DiskTier(get_settings().memory_tier_dir)
     manifest = memories.manifest("town", "d1")
     memories.client.setrange(f"{memories._chunk_key('town', 'd1', manifest.version, 0)}", 100, b"garbage")
+    asked = cli_run("ask", "town", "When was the dome restored?", "--wait", "--task", "qa")
+    assert asked.exit_code == 0, asked.output
+    assert memories.get("town", "d1")[1].version == manifest.version  # the disk copy replaced the damaged one
 
+    memories.client.setrange(f"{memories._chunk_key('town', 'd1', manifest.version, 0)}", 100, b"garbage")
+    disk._data_path("town", "d1", manifest.version).write_bytes(b"garbage")
     asked = cli_run("ask", "town", "When was the dome restored?", "--wait", "--task", "qa")
     assert asked.exit_code == 0, asked.output
     rebuilt = memories.manifest("town", "d1")
-    assert rebuilt.version != manifest.version
+    assert rebuilt.version != manifest.version  # no intact copy anywhere: formed again from the text
     memories.get("town", "d1")  # checks out again
+    assert disk.get("town", "d1")[1]["version"] == rebuilt.version
 
     memories.delete("town", "d1")
+    disk.delete("town", "d1")
     assert cli_run("ask", "town", "When was the dome restored?", "--wait", "--task", "qa").exit_code == 0
     assert memories.exists("town", "d1")
 

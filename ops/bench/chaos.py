@@ -218,8 +218,9 @@ def _workers_back(d: Deployment) -> bool:
 
 
 def corruption(d: Deployment, n: int = 100, questions: int = 10, seed: int = 0) -> dict:
-    """Flip a bit in ``n`` memory chunks and ``n`` vector-index entries (the chunk's JSON for half, its vector for
-    the others); questions asked before the repair are never answered from a changed entry."""
+    """Flip a bit in ``n`` memories' Redis chunks (and in half of them, their disk copy too) and ``n`` vector-index
+    entries (the chunk's JSON for half, its vector for the others); questions asked before the repair are never
+    answered from a changed entry. A memory with one good tier is mended from it, one with none is re-formed."""
     import redis
 
     from service import repair
@@ -230,11 +231,14 @@ def corruption(d: Deployment, n: int = 100, questions: int = 10, seed: int = 0) 
     settle([kb], timeout=120 + 3 * n)
     client, stores = redis.Redis.from_url(d.redis_url), Stores()
     docs = [doc.public_id for doc in rows([kb])[0] if doc.status == "ready"][:n]
-    versions, bad_chunks = {}, set()
+    versions, bad_chunks, both_tiers = {}, set(), set()
     for i, doc in enumerate(docs):
         manifest = stores.memories.manifest(kb, doc)
         key = stores.memories._chunk_key(kb, doc, manifest.version, 0)
         _flip(client, key, rng)
+        if i % 2 == 0:
+            _flip_file(stores.memories.disk._data_path(kb, doc, manifest.version), rng)
+            both_tiers.add(doc)
         versions[doc] = manifest.version
         chunk_id = f"{doc}#{rng.randrange(rows_chunk_count(kb, doc))}"
         _flip_field(client, stores.index._key(kb, "chunks" if i % 2 else "vectors"), chunk_id, rng)
@@ -248,7 +252,8 @@ def corruption(d: Deployment, n: int = 100, questions: int = 10, seed: int = 0) 
     served = sum(e["text"] != texts[e["doc_id"]][e["char_start"] : e["char_end"]] for e in evidence)
     repair.repair(kb, verify=True)  # whatever the questions and the periodic pass have not found yet
     settle([kb], timeout=300)
-    # Detected = replaced: a memory under a new version that checks out, a vector entry that checks out again.
+    # Detected = replaced: no tier of a memory serves the changed bytes, a vector entry checks out again.
+    memory_sound = {doc for doc in docs if _memory_sound(stores.memories, kb, doc)}
     memory_rebuilt = {doc for doc in docs if stores.memories.manifest(kb, doc).version != versions[doc]}
     chunks, entries = (client.hmget(stores.index._key(kb, part), sorted(bad_chunks)) for part in ("chunks", "vectors"))
     vectors_rebuilt = sum(_intact(c, e) is not None for c, e in zip(chunks, entries, strict=True))
@@ -256,7 +261,9 @@ def corruption(d: Deployment, n: int = 100, questions: int = 10, seed: int = 0) 
     still_bad = sum(intact[doc] != rows_chunk_count(kb, doc) for doc in docs)
     return {
         "memory_chunks_corrupted": len(docs),
-        "memory_detected": len(memory_rebuilt),
+        "memory_disk_copies_corrupted": len(both_tiers),
+        "memory_detected": len(memory_sound),
+        "memory_reformed": len(memory_rebuilt),
         "vector_entries_corrupted": len(bad_chunks),
         "vector_detected": vectors_rebuilt,
         "evidence_checked": len(evidence),
@@ -273,6 +280,29 @@ def _flip(client, key: str, rng: random.Random) -> None:
     raw = bytearray(client.get(key))
     raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
     client.set(key, bytes(raw))
+
+
+def _flip_file(path: Path, rng: random.Random) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
+    path.write_bytes(bytes(raw))
+
+
+def _memory_sound(store, kb: str, doc: str) -> bool:
+    """Redis holds an intact copy or none, and the disk copy checks out."""
+    from store.errors import MemoryProblem
+    from store.memories import MemoryNotFound
+
+    try:
+        store._get_hot(kb, doc, None)
+    except MemoryNotFound:
+        pass
+    except MemoryProblem:
+        return False
+    try:
+        return store.disk.get(kb, doc) is not None
+    except MemoryProblem:
+        return False
 
 
 def _flip_field(client, key: str, field: str, rng: random.Random) -> None:
