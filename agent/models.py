@@ -269,6 +269,8 @@ def load_model(
     spec = spec or settings.model
     target = resolve_device(device or settings.device)
     torch_dtype = resolve_dtype(dtype or settings.dtype, target)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     key = (spec, str(torch_dtype), str(target))
     with _cache_lock:
         if key in _cache:

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     redis_url: str = ""
     model: str = "default"
     device: str = "auto"
+    # Threads the model computes on in each process (0: torch's default, every core). Several workers on one
+    # host each want cores / workers.
+    threads: NonNegative = 0
     dtype: DType = "auto"
     # int8 halves a memory's bytes (values with per-channel / per-token scales, see agent/memory/int8.py).
     memory_dtype: Literal[DType, "int8"] = "bf16"

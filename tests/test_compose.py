@@ -32,4 +32,7 @@ def test_compose_has_the_production_shape_and_only_known_settings():
         if command[:1] == ["worker"]:
             served |= set(command[command.index("-Q") + 1].split(","))
     assert served == set(QUEUES)
+    redis = services["redis"]["command"]
+    assert redis[redis.index("--maxmemory-policy") + 1] == "volatile-lru"  # memories evicted, never the queues
+    assert any(volume.endswith(":/data") for volume in services["memory-worker"]["volumes"])  # the disk tier
     assert (COMPOSE.parent / "Dockerfile").exists()

@@ -207,21 +207,28 @@ class Deployment:
             self.valkey.wait()
             self.valkey = None
 
-    def _spawn(self, name: str, *args: str) -> subprocess.Popen:
-        env = os.environ | self.env
+    def _spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        env = os.environ | self.env | (env or {})
         with (self.home / "logs" / f"{name}.log").open("ab") as log:  # the child keeps its own handle
             return subprocess.Popen([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env=env,
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)  # fmt: skip
 
-    def start_worker(self, name: str, queues: str = "memory,query") -> None:
-        self.workers[name] = self._spawn(name, "worker", "-Q", queues, "-n", f"{name}@chaos", "--loglevel", "WARNING")
+    def start_worker(self, name: str, queues: str = "memory,query", env: dict[str, str] | None = None) -> None:
+        args = ("worker", "-Q", queues, "-n", f"{name}@chaos", "--loglevel", "WARNING")
+        self.workers[name] = self._spawn(name, *args, env=env)
 
     def wait_for_worker(self, name: str, timeout: float = 120) -> None:
         import redis
 
         client = redis.Redis(port=self.redis_port)
         wait_until(lambda: client.exists(f"memorag:worker:{name}@chaos"), timeout, what=f"worker {name}")
+
+    def stop_worker(self, name: str) -> None:
+        """A warm shutdown: the worker finishes what it runs and leaves."""
+        process = self.workers.pop(name)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
 
     def kill_worker(self, name: str) -> None:
         process = self.workers.pop(name)

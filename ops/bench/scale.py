@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import common  # noqa: F401  (puts the project on sys.path)
@@ -44,21 +45,20 @@ class Doc:
     questions: list[str] = field(default_factory=list)
 
 
-def corpus(tokenizer, total: int) -> list[Doc]:
-    """Real documents until ``total`` tokens; the first few (about 10k tokens) carry the timed questions."""
+def corpus(tokenizer, total: int, section: int) -> list[Doc]:
+    """Real text until ``total`` tokens, cut into sections of about ``section`` tokens (so every size of the
+    knowledge base routes questions to memories of one size); the first sections carry the timed questions."""
 
     def docs(samples, prefix: str):
         for sample in samples:
             yield Doc(f"{prefix}-{sample.doc_id}", sample.text, 0, [q.text for q in sample.questions])
 
-    multidoc = list(docs(datasets.load_leval(DATA / "leval/multidoc_qa.jsonl"), "leval-multidoc"))
     meetings = list(docs(datasets.load_qmsum(DATA / "qmsum/val.jsonl"), "qmsum-val"))
-    smallest = min(meetings, key=lambda d: len(d.text))
+    seed = min(meetings, key=lambda d: abs(len(d.text) - 40_000))  # a meeting of about 10k tokens
     sources = [
-        multidoc[:3],
-        [smallest],
-        [m for m in meetings if m is not smallest],
-        multidoc[3:],
+        [seed],
+        [m for m in meetings if m is not seed],
+        docs(datasets.load_leval(DATA / "leval/multidoc_qa.jsonl"), "leval-multidoc"),
         docs(datasets.load_leval(DATA / "leval/gov_report_summ.jsonl"), "leval-gov"),
         docs(datasets.load_leval(DATA / "leval/natural_question.jsonl"), "leval-nq"),
         *(docs(datasets.load_longbench(f), f"longbench-{f.stem}") for f in sorted(DATA.glob("longbench/*.json"))),
@@ -73,19 +73,36 @@ def corpus(tokenizer, total: int) -> list[Doc]:
             if digest in seen:
                 continue
             seen.add(digest)
-            doc.tokens = len(tokenizer(doc.text, add_special_tokens=False, verbose=False)["input_ids"])
-            out.append(doc)
-            count += doc.tokens
+            for part in sections(tokenizer, doc, section):
+                out.append(part)
+                count += part.tokens
     if count < total:
         raise SystemExit(f"only {count} tokens of text under {DATA}; asked for {total}")
     return out
 
 
+def sections(tokenizer, doc: Doc, size: int) -> list[Doc]:
+    """``doc`` cut at the first line break after every ``size`` tokens; each section keeps the questions."""
+    encoded = tokenizer(doc.text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    ends = [end for _, end in encoded["offset_mapping"]]
+    cuts, at = [0], size
+    while at < len(ends) - size // 4:  # no section shorter than a quarter
+        newline = doc.text.find("\n", ends[at - 1])
+        cut = newline + 1 if 0 <= newline < ends[min(len(ends) - 1, at + size // 10)] else ends[at - 1]
+        cuts.append(cut)
+        at = next((i for i, end in enumerate(ends) if end > cut), len(ends)) + size
+    cuts.append(len(doc.text))
+    parts = [doc.text[a:b] for a, b in pairwise(cuts) if doc.text[a:b].strip()]
+    return [
+        Doc(f"{doc.name}-{i}" if len(parts) > 1 else doc.name, part,
+            len(tokenizer(part, add_special_tokens=False, verbose=False)["input_ids"]), doc.questions)
+        for i, part in enumerate(parts)
+    ]  # fmt: skip
+
+
 def timed_questions(docs: list[Doc], n: int) -> list[str]:
-    """The first documents' questions, taken in turn from each (all of them are in the 10k knowledge base)."""
-    lists = [d.questions for d in docs[:4] if d.questions]
-    picked = [q for group in zip(*lists, strict=False) for q in group]
-    return picked[:n]
+    """The first document's questions (its sections make up the 10k knowledge base)."""
+    return docs[0].questions[:n]
 
 
 # ingestion --------------------------------------------------------------------------------------------------
@@ -187,7 +204,7 @@ def used_memory(client) -> int:
 
 
 def index_bytes(client) -> int:
-    return sum(client.memory_usage(key) or 0 for key in client.scan_iter(f"memorag:vec:{KB}:*"))
+    return sum(client.memory_usage(key, samples=0) or 0 for key in client.scan_iter(f"memorag:vec:{KB}:*"))
 
 
 def storage_per_token(asker: Asker, sample: list[str], tokens: int, home: Path) -> dict:
@@ -200,14 +217,14 @@ def storage_per_token(asker: Asker, sample: list[str], tokens: int, home: Path) 
     out = {}
     for dtype in ("bf16", "int8"):
         store = MemoryStore(client, disk=DiskTier(home / f"sample-{dtype}"))
-        before = used_memory(client)
         for doc in sample:
             memory = GlobalMemory.from_bytes(source.get(KB, doc)[0])
             if dtype == "int8":
                 memory = GlobalMemory.int8_of(memory.keys, memory.values, memory.token_indices, memory.meta)
             store.put(f"sample-{dtype}", doc, memory.to_bytes(), memory.meta.as_dict())
+        held = sum(client.memory_usage(key) or 0 for key in client.scan_iter(f"{store.prefix}:sample-{dtype}:*"))
         out[dtype] = {
-            "redis_bytes_per_token": (used_memory(client) - before) / tokens,
+            "redis_bytes_per_token": held / tokens,
             "disk_bytes_per_token": store.disk.nbytes() / tokens,
         }
         for doc in sample:
@@ -360,22 +377,24 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=1_000_000, help="knowledge base size at the end")
     parser.add_argument("--checkpoints", default="10000,100000,1000000", help="sizes at which latency is timed")
     parser.add_argument("--two-workers-at", type=int, default=500_000, help="the second worker joins here")
-    parser.add_argument("--questions", type=int, default=8, help="timed questions at each checkpoint")
-    parser.add_argument("--capped-questions", type=int, default=16)
+    parser.add_argument("--section", type=int, default=3000, help="documents are cut into sections of this size")
+    parser.add_argument("--threads-each", type=int, default=1, help="MEMORAG_THREADS of each of the two workers")
+    parser.add_argument("--questions", type=int, default=6, help="timed questions at each checkpoint")
+    parser.add_argument("--capped-questions", type=int, default=12)
     parser.add_argument("--cap-fraction", type=float, default=0.25, help="share of the memories Redis may hold")
     parser.add_argument("--index-tokens", type=int, default=10_000_000, help="index footprint measured at this size")
-    parser.add_argument("--fidelity-tokens", type=int, default=6000, help="haystack for the fidelity figure (0: skip)")
+    parser.add_argument("--fidelity-tokens", type=int, default=3000, help="haystack for the fidelity figure (0: skip)")
     parser.add_argument("--home", help="working directory (default: a temporary one)")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     checkpoints = [int(c) for c in args.checkpoints.split(",")]
     from agent.models import default_model_dir, load_model
 
-    docs = corpus(load_model().tokenizer, args.tokens)
+    docs = corpus(load_model().tokenizer, args.tokens, args.section)
     questions = timed_questions(docs, args.questions)
     total = sum(d.tokens for d in docs)
     print(f"{len(docs)} documents, {total:,} tokens; {len(questions)} timed questions", flush=True)
-    results: dict = {"documents": len(docs), "tokens": total, "beta": 16}
+    results: dict = {"documents": len(docs), "tokens": total, "beta": 16, "section_tokens": args.section}
     with contextlib.ExitStack() as stack:
         home = Path(args.home or stack.enter_context(tempfile.TemporaryDirectory(prefix="memorag-scale-")))
         env = {"MEMORAG_BETA": "16"}
@@ -394,9 +413,12 @@ def main() -> None:
         done = 0
         for count, segment in segments(docs, [*checkpoints, args.two_workers_at]):
             workers = 1 if done < args.two_workers_at else 2
-            if workers == 2 and len(d.workers) == 1:
-                d.start_worker("w2")
-                d.wait_for_worker("w2")
+            if workers == 2 and len(d.workers) == 1:  # two workers, a core each (as a host runs cores / workers)
+                d.stop_worker("w1")
+                for name in ("w1", "w2"):
+                    d.start_worker(name, env={"MEMORAG_THREADS": str(args.threads_each)})
+                for name in ("w1", "w2"):
+                    d.wait_for_worker(name)
             tokens = sum(doc.tokens for doc in segment)
             print(f"== ingesting {len(segment)} documents, {tokens:,} tokens, {workers} worker(s)", flush=True)
             ingest_s[workers] += ingest(segment)
@@ -452,7 +474,7 @@ def main() -> None:
 
         if args.fidelity_tokens:
             print("== fidelity, bf16 and int8", flush=True)
-            fid = fidelity(asker, args.fidelity_tokens, [4, 16])
+            fid = fidelity(asker, args.fidelity_tokens, [2, 4, 16])
             results["fidelity"] = fid
             results["bf16_recovered"] = {b: v["recovered"] for b, v in fid["bf16"]["betas"].items()}
             results["int8_recovered"] = {b: v["recovered"] for b, v in fid["int8"]["betas"].items()}
