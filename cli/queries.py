@@ -99,18 +99,41 @@ def status(ident: str | None) -> None:
 def print_overview() -> None:
     from cli.repair import describe
     from service import repair
-    from service.stores import live_workers
+    from service.stores import live_workers, memory_tiers
 
     workers = live_workers()
     for worker in workers:
         click.echo(f"worker {worker['name']} on {worker['host']}: {', '.join(worker['queues'])}")
     if not workers:
         click.echo("no live worker: start one with 'python manage.py up'")
+    for line in describe_tiers(memory_tiers()):
+        click.echo(line)
     lines = describe(repair.findings())
     for line in lines:
         click.echo(line)
     if not lines:
         click.echo("nothing stale or being repaired")
+
+
+def describe_tiers(tiers: dict) -> list[str]:
+    """Where memories are and how full Redis is; a warning when its policy could evict queued work."""
+    budget = f"of {_size(tiers['redis_maxmemory'])}" if tiers["redis_maxmemory"] else "(no maxmemory)"
+    line = f"memories: Redis {_size(tiers['redis_used_bytes'])} {budget}, {tiers['policy']}"
+    line += f", {tiers['evicted_keys']} keys evicted" if tiers["evicted_keys"] else ""
+    if tiers["disk_dir"]:
+        line += f"; disk tier {tiers['disk_dir']} {_size(tiers['disk_bytes'])}"
+    else:
+        line += "; no disk tier (MEMORAG_MEMORY_DIR=off)"
+    lines = [line]
+    if tiers["policy"].startswith("allkeys"):
+        lines.append(f"warning: Redis's maxmemory-policy {tiers['policy']} may evict queued work; use volatile-lru")
+    elif tiers["redis_maxmemory"] and tiers["policy"] == "noeviction":
+        lines.append("warning: a full Redis refuses new memories (noeviction); volatile-lru evicts their hot copies")
+    return lines
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 @click.command()

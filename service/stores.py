@@ -32,6 +32,25 @@ class Stores:
         return open_index(self._client, get_settings())
 
 
+def memory_tiers() -> dict:
+    """Redis's use against its budget (from INFO: managed Redis may forbid CONFIG) and the disk tier's size."""
+    from store.disk import DiskTier
+    from store.redis import connect
+
+    settings = get_settings()
+    client = connect(settings=settings)
+    memory, stats = client.info("memory"), client.info("stats")
+    folder = settings.memory_tier_dir
+    return {
+        "redis_used_bytes": int(memory["used_memory"]),
+        "redis_maxmemory": int(memory.get("maxmemory", 0)),
+        "policy": memory.get("maxmemory_policy", "unknown"),
+        "evicted_keys": int(stats.get("evicted_keys", 0)),
+        "disk_dir": str(folder) if folder else None,
+        "disk_bytes": DiskTier(folder).nbytes() if folder else None,
+    }
+
+
 def live_queues() -> dict[str, list[str]]:
     """Queue name -> the live workers serving it."""
     from store.redis import connect

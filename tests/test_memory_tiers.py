@@ -197,3 +197,31 @@ def test_int8_is_chosen_by_the_environment(tiny_lm, monkeypatch):
     memory = memorize(tiny_lm, "a short document about boats and harbours " * 20, settings=get_settings())
     assert memory.quantized and memory.meta.dtype == "int8"
     assert time.time() - memory.meta.created_at < 60
+
+
+def test_status_says_how_full_redis_is_and_warns_of_a_policy_that_could_evict_queues(records, redis_client):
+    from click.testing import CliRunner
+
+    from manage import cli
+
+    shown = CliRunner().invoke(cli, ["status"]).output
+    assert "memories: Redis" in shown and f"disk tier {records / 'home' / 'memories'}" in shown, shown
+    policy = redis_client.config_get("maxmemory-policy")["maxmemory-policy"]
+    redis_client.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        shown = CliRunner().invoke(cli, ["status"]).output
+    finally:
+        redis_client.config_set("maxmemory-policy", policy)
+    assert "warning: Redis's maxmemory-policy allkeys-lru may evict queued work; use volatile-lru" in shown
+
+
+def test_threads_setting_bounds_the_model_s_threads(tiny_model_dir, monkeypatch):
+    from agent.models import load_model
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("MEMORAG_THREADS", "1")
+    try:
+        load_model(str(tiny_model_dir), settings=get_settings())
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
