@@ -306,7 +306,7 @@ def capped(asker: Asker, docs: list[Doc], fraction: float, n: int, seed: int = 0
             answered += bool(answer.text)
             rebuilt += len(answer.rebuilt)
             seconds.append(answer.timings.get("rehydrate", 0.0))
-        hot = sum(bool(client.exists(store._manifest_key(KB, d))) for d in texts)
+        hot = sum(_whole_in_redis(store, d) for d in texts)
     finally:
         client.config_set("maxmemory", 0)
     reads = store.reads["redis"] + store.reads["disk"]
@@ -324,6 +324,18 @@ def capped(asker: Asker, docs: list[Doc], fraction: float, n: int, seed: int = 0
         "hit_rate": store.reads["redis"] / reads if reads else None,
         "rehydrate_p50_s": statistics.median(seconds) if seconds else None,
     }
+
+
+def _whole_in_redis(store, doc: str) -> bool:
+    """The manifest and every chunk are in Redis (LRU may evict chunks and keep the small manifest)."""
+    from store.errors import MemoryProblem
+    from store.memories import MemoryNotFound
+
+    try:
+        store._get_hot(KB, doc, None)
+    except (MemoryNotFound, MemoryProblem):
+        return False
+    return True
 
 
 def index_at(chunks: int, sample_texts: list[str], searches: int = 20, seed: int = 0) -> dict:
