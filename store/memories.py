@@ -149,7 +149,7 @@ class MemoryStore:
         if raw:
             return Manifest.parse(raw)
         cold = self.disk.manifest(kb, doc) if self.disk else None
-        return Manifest.parse(json.dumps(cold)) if cold else None
+        return Manifest(**cold) if cold else None
 
     def get(self, kb: str, doc: str, *, fingerprint: str | None = None) -> tuple[bytes, Manifest]:
         """The memory's bytes, verified, from Redis or else the disk tier (which refills Redis).

@@ -235,13 +235,15 @@ def corruption(d: Deployment, n: int = 100, questions: int = 10, seed: int = 0) 
     for i, doc in enumerate(docs):
         manifest = stores.memories.manifest(kb, doc)
         key = stores.memories._chunk_key(kb, doc, manifest.version, 0)
-        _flip(client, key, rng)
+        client.set(key, _flipped(client.get(key), rng))
         if i % 2 == 0:
-            _flip_file(stores.memories.disk._data_path(kb, doc, manifest.version), rng)
+            path = stores.memories.disk._data_path(kb, doc, manifest.version)
+            path.write_bytes(_flipped(path.read_bytes(), rng))
             both_tiers.add(doc)
         versions[doc] = manifest.version
         chunk_id = f"{doc}#{rng.randrange(rows_chunk_count(kb, doc))}"
-        _flip_field(client, stores.index._key(kb, "chunks" if i % 2 else "vectors"), chunk_id, rng)
+        entries_key = stores.index._key(kb, "chunks" if i % 2 else "vectors")
+        client.hset(entries_key, chunk_id, _flipped(client.hget(entries_key, chunk_id), rng))
         bad_chunks.add(chunk_id)
     client.incr(stores.index._version_key(kb))  # as any later write would: every worker reads the index again
     tickets = ask_all(kb, questions)
@@ -276,16 +278,11 @@ def rows_chunk_count(kb: str, doc: str) -> int:
     return next(r.chunk_count for r in rows([kb])[0] if r.public_id == doc)
 
 
-def _flip(client, key: str, rng: random.Random) -> None:
-    raw = bytearray(client.get(key))
-    raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
-    client.set(key, bytes(raw))
-
-
-def _flip_file(path: Path, rng: random.Random) -> None:
-    raw = bytearray(path.read_bytes())
-    raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
-    path.write_bytes(bytes(raw))
+def _flipped(raw: bytes, rng: random.Random) -> bytes:
+    """``raw`` with one random bit changed."""
+    out = bytearray(raw)
+    out[rng.randrange(len(out))] ^= 1 << rng.randrange(8)
+    return bytes(out)
 
 
 def _memory_sound(store, kb: str, doc: str) -> bool:
@@ -303,12 +300,6 @@ def _memory_sound(store, kb: str, doc: str) -> bool:
         return store.disk.get(kb, doc) is not None
     except MemoryProblem:
         return False
-
-
-def _flip_field(client, key: str, field: str, rng: random.Random) -> None:
-    raw = bytearray(client.hget(key, field))
-    raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
-    client.hset(key, field, bytes(raw))
 
 
 def database_restart(d: Deployment, postgres: PrivatePostgres, down_s: float = 30, docs: int = 6, questions: int = 20):
