@@ -100,12 +100,19 @@ def print_overview() -> None:
     from cli.repair import describe
     from service import repair
     from service.stores import live_workers, memory_tiers
+    from workers.liveness import unshared_tiers
 
     workers = live_workers()
     for worker in workers:
-        click.echo(f"worker {worker['name']} on {worker['host']}: {', '.join(worker['queues'])}")
+        tier = f" (disk tier {worker['memory_tier']})" if worker.get("memory_tier") else ""
+        click.echo(f"worker {worker['name']} on {worker['host']}: {', '.join(worker['queues'])}{tier}")
     if not workers:
         click.echo("no live worker: start one with 'python manage.py up'")
+    if tiers := unshared_tiers(workers):
+        apart = "; ".join(f"{', '.join(names)} on {tier}" for tier, names in tiers.items())
+        click.echo(f"warning: the workers keep memories on {len(tiers)} disk tiers that are not shared ({apart}): "
+                   "a memory Redis evicts is formed again from text on a host that lacks it; "
+                   "give them one shared MEMORAG_MEMORY_DIR")  # fmt: skip
     for line in describe_tiers(memory_tiers()):
         click.echo(line)
     lines = describe(repair.findings())

@@ -69,6 +69,19 @@ def _start_api(settings, wait: bool, timeout: float = 30.0) -> None:
     click.echo(f"API started at {url} (pid {pid}, log {local.log_file(settings, 'api')})")
 
 
+def _check_broker(settings) -> None:
+    """A worker or beat takes work from the deployment's Redis: never from a private server it would start."""
+    from store.db import database_url
+    from store.redis import embedded_url
+
+    if not settings.redis_url and embedded_url(settings) is None:
+        raise Failure(
+            "no Redis to take work from: set MEMORAG_REDIS_URL to the deployment's Redis, "
+            "or start the embedded one on this machine with 'python manage.py up'"
+        )
+    database_url(settings)  # a shared broker with a database of this host's own is refused, with why
+
+
 def _wait_for_worker(settings, pid: int, timeout: float = 120.0) -> None:
     from service.stores import live_queues
     from workers import local
@@ -124,6 +137,7 @@ def worker(queues: str, pool: str, concurrency: int, loglevel: str, hostname: st
         raise Failure(f"unknown queue(s) {', '.join(unknown)}; choose from {', '.join(QUEUES)}")
     name = hostname or f"memorag-{os.getpid()}@%h"
     settings = get_settings()
+    _check_broker(settings)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     schedule = ["--beat", f"--schedule={settings.run_dir / 'beat-schedule'}"] if beat else []
     configure().worker_main(
@@ -151,6 +165,7 @@ def beat(loglevel: str) -> None:
     from workers.app import configure
 
     settings = get_settings()
+    _check_broker(settings)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     configure().Beat(loglevel=loglevel, schedule=str(settings.run_dir / "beat-schedule")).run()
 

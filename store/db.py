@@ -9,6 +9,8 @@ its own.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import threading
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import JSON, Column, Text, UniqueConstraint, event, text
 from sqlalchemy.engine import Engine, make_url
@@ -198,11 +201,28 @@ os.register_at_fork(after_in_child=_engines.clear)
 
 def database_url(settings: Settings | None = None) -> str:
     settings = settings or get_settings()
+    if not settings.database_url and (broker := remote_host(settings.redis_url)):
+        raise DatabaseUnavailable(
+            f"MEMORAG_REDIS_URL is on another host ({broker}), so this deployment spans hosts, but "
+            "MEMORAG_DATABASE_URL is unset: a SQLite file here would hold records no other host sees; "
+            "set MEMORAG_DATABASE_URL to the deployment's PostgreSQL"
+        )
     url = settings.database_url or f"sqlite:///{settings.home / 'memorag.db'}"
     for scheme in ("postgresql://", "postgres://"):  # the driver this project installs
         if url.startswith(scheme):
             return "postgresql+psycopg://" + url.removeprefix(scheme)
     return url
+
+
+def remote_host(url: str) -> str | None:
+    """The host of a store URL when it is not this machine (not loopback), else None."""
+    host = urlsplit(url).hostname if url else None
+    if not host or host == "localhost":
+        return None
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    return host
 
 
 def safe_url(url: str) -> str:

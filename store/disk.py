@@ -14,12 +14,14 @@ import hashlib
 import json
 import os
 import tempfile
+import uuid
 from pathlib import Path
 from urllib.parse import quote, unquote
 
 from store.errors import CorruptMemory
 
 SUFFIX = ".safetensors"
+ID_FILE = ".tier-id"  # no kb folder can be named so: _stem escapes dots
 
 
 class DiskTier:
@@ -89,6 +91,23 @@ class DiskTier:
     def list(self, kb: str) -> list[str]:
         folder = self._dir(kb)
         return sorted(unquote(p.name.removesuffix(".json")) for p in folder.glob("*.json")) if folder.exists() else []
+
+    def identity(self) -> str:
+        """This tier's id, made once and kept in its folder: workers that report the same id share the volume
+        (a memory one of them wrote, the other can load), workers with different ids do not."""
+        path = self.root / ID_FILE
+        if not path.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
+            with os.fdopen(fd, "w") as fh:
+                fh.write(uuid.uuid4().hex[:12])
+            try:
+                os.link(tmp, path)  # atomic, and refused when another process made it first
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(tmp)
+        return path.read_text().strip()
 
     def nbytes(self) -> int:
         """Bytes of every memory file (for capacity figures)."""

@@ -113,6 +113,22 @@ def test_unreachable_redis_and_database_are_named(env, monkeypatch):
     bad(run("ingest", "town", str(env / "ok.txt")), "cannot reach Redis at redis://127.0.0.1:1/0")
 
 
+def test_a_worker_takes_work_only_from_the_deployment_s_stores(clean_home, monkeypatch):
+    from store.redis import embedded_url
+
+    monkeypatch.delenv("MEMORAG_REDIS_URL", raising=False)
+    monkeypatch.delenv("MEMORAG_DATABASE_URL", raising=False)
+    bad(run("worker"), "no Redis to take work from", "MEMORAG_REDIS_URL", "manage.py up")
+    bad(run("beat"), "no Redis to take work from")
+    assert embedded_url() is None  # no private server was started for it
+    monkeypatch.setenv("MEMORAG_REDIS_URL", "redis://10.9.8.7:6379/0")  # a broker other hosts share
+    for command in (["worker"], ["beat"], ["kb", "list"]):
+        bad(run(*command), "MEMORAG_REDIS_URL is on another host (10.9.8.7)", "set MEMORAG_DATABASE_URL")
+    for here in ("redis://localhost:6379/0", "redis://127.0.0.2:6379/0", "redis://[::1]:6379/0"):
+        monkeypatch.setenv("MEMORAG_REDIS_URL", here)
+        assert db.database_url().startswith("sqlite:///")  # one machine: its SQLite file is everyone's
+
+
 def manage(*args: str, env: dict, timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout

@@ -225,3 +225,34 @@ def test_threads_setting_bounds_the_model_s_threads(tiny_model_dir, monkeypatch)
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_disk_tier_has_one_identity_that_hosts_sharing_the_folder_agree_on(tmp_path):
+    shared = DiskTier(tmp_path / "shared")
+    assert shared.identity() == DiskTier(tmp_path / "shared").identity()  # another host mounting the same volume
+    assert shared.identity() != DiskTier(tmp_path / "elsewhere").identity()
+    shared.put("kb", "d1", b"bytes", {"version": "v1", "size": 5, "sha256": hashlib.sha256(b"bytes").hexdigest()})
+    assert shared.list("kb") == ["d1"] and shared.nbytes() == 5  # the id file is not a memory
+
+
+def test_status_warns_when_memory_and_query_workers_keep_memories_apart(records, redis_client):
+    from click.testing import CliRunner
+
+    from manage import cli
+    from workers.liveness import Heartbeat
+
+    beats = [
+        Heartbeat(redis_client, "memory@a", ["control", "memory"], "tier-a").start(),
+        Heartbeat(redis_client, "query@b", ["control", "query"], "tier-b").start(),
+        Heartbeat(redis_client, "train@c", ["control", "train"], "tier-c").start(),  # holds no memories
+    ]
+    try:
+        shown = CliRunner().invoke(cli, ["status"]).output
+        assert "worker query@b on " in shown and "control, query (disk tier tier-b)" in shown, shown
+        assert "disk tiers that are not shared (memory@a on tier-a; query@b on tier-b)" in shown, shown
+        beats[1].stop()
+        beats[1] = Heartbeat(redis_client, "query@b", ["control", "query"], "tier-a").start()
+        assert "not shared" not in CliRunner().invoke(cli, ["status"]).output  # one shared volume
+    finally:
+        for beat in beats:
+            beat.stop()

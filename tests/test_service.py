@@ -16,7 +16,7 @@ from store.disk import DiskTier
 from store.memories import MemoryStore
 from store.redis import connect
 from store.vectors import open_index
-from workers import runtime
+from workers import jobs, runtime
 from workers.app import configure
 
 BAKERY = """The Morrow Street Bakery opened in 1962 in the lower town. Its founder, Tomas Brenner,
@@ -158,6 +158,17 @@ def test_missing_corrupt_and_foreign_memories_are_rebuilt_and_the_query_answered
     disk.delete("town", "d1")
     assert cli_run("ask", "town", "When was the dome restored?", "--wait", "--task", "qa").exit_code == 0
     assert memories.exists("town", "d1")
+
+    # A late attempt (its worker was cut off while another answered) runs to the end and writes nothing.
+    with db.session() as s:
+        query = s.exec(select(db.Query).order_by(db.Query.id.desc())).first()
+        answer = s.exec(select(db.Answer).where(db.Answer.query_id == query.id)).one()
+        query.status = db.Status.processing  # as the late attempt's first write leaves it
+        s.add(query)
+    assert jobs.answer_query(query.id) == {"query": query.public_id, "status": "already answered"}
+    with db.session() as s:
+        assert s.exec(select(db.Answer).where(db.Answer.query_id == query.id)).one().model_dump() == answer.model_dump()
+        assert s.get(db.Query, query.id).status == db.Status.done
 
 
 @pytest.mark.model

@@ -199,18 +199,24 @@ def answer_query(query_id: int) -> dict[str, Any]:
             settings=rt.settings, text_of=document_text,
         )  # fmt: skip
     with db.session() as s:
-        s.add(_answer_row(s, query_id, result, rt))
-        query = s.get(Query, query_id)
-        if query is not None:
-            query.status, query.finished_at = Status.done, db.utcnow()
-            s.add(query)
+        query = s.exec(select(Query).where(Query.id == query_id).with_for_update()).first()  # one writer at a time
+        if query is None:
+            return {"query": f"q{query_id}", "status": "deleted"}
+        written = s.exec(select(Answer).where(Answer.query_id == query_id)).first() is not None
+        if not written:
+            s.add(_answer_row(s, query_id, result, rt))
+        query.status, query.error = Status.done, None
+        query.finished_at = query.finished_at if written else db.utcnow()
+        s.add(query)
+    if written:  # a late attempt (its worker was cut off while another answered): the first answer stands
+        return {"query": f"q{query_id}", "status": "already answered"}
     return {"query": f"q{query_id}", "status": "done", "answer": result.text, "rebuilt": result.rebuilt}
 
 
 def _answer_row(s, query_id: int, result: pipeline.Answer, rt) -> Answer:
-    """The query's Answer row (replaced when a redelivered task answers again) with its citation and evidence."""
+    """The query's Answer row with its citation and evidence."""
     names = _document_names([doc_id_of(e.chunk.doc_id) for e in result.evidence])  # the citation's is among them
-    row = s.exec(select(Answer).where(Answer.query_id == query_id)).first() or Answer(query_id=query_id, text="")
+    row = Answer(query_id=query_id, text="")
     row.text, row.clues, row.documents, row.timings = result.text, result.clues, result.documents, result.timings
     row.evidence = [
         {

@@ -22,9 +22,9 @@ RUNNING: set[str] = set()  # ids of the tasks this process is running (task_prer
 
 
 class Heartbeat:
-    def __init__(self, client: redis.Redis, name: str, queues: list[str]) -> None:
+    def __init__(self, client: redis.Redis, name: str, queues: list[str], memory_tier: str | None = None) -> None:
         self.client, self.key = client, PREFIX + name
-        self.about = {"name": name, "queues": sorted(queues), "host": socket.gethostname()}
+        self.about = {"name": name, "queues": sorted(queues), "host": socket.gethostname(), "memory_tier": memory_tier}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="memorag-heartbeat", daemon=True)
 
@@ -53,6 +53,16 @@ def live_workers(client: redis.Redis) -> list[dict]:
     """Each live worker's ``{"name", "queues", "host", "running"}``."""
     keys = list(client.scan_iter(PREFIX + "*", count=100))
     return [json.loads(raw) for raw in (client.mget(keys) if keys else []) if raw]
+
+
+def unshared_tiers(workers: list[dict]) -> dict[str, list[str]]:
+    """Disk tier id -> the memory and query workers on it, when they are on more than one: a memory that Redis
+    evicted can then be loaded only where it was written, and is formed again from text anywhere else."""
+    tiers: dict[str, list[str]] = {}
+    for worker in workers:
+        if worker.get("memory_tier") and {"memory", "query"} & set(worker["queues"]):
+            tiers.setdefault(worker["memory_tier"], []).append(worker["name"])
+    return tiers if len(tiers) > 1 else {}
 
 
 def live_queues(client: redis.Redis) -> dict[str, list[str]]:

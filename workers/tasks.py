@@ -90,10 +90,14 @@ class Announce(bootsteps.StartStopStep):
         self.heartbeat: Heartbeat | None = None
 
     def start(self, consumer) -> None:
+        from core.settings import get_settings
+        from store.disk import DiskTier
         from store.redis import connect
 
         queues = sorted(consumer.app.amqp.queues.consume_from)
-        self.heartbeat = Heartbeat(connect(consumer.app.conf.broker_url), consumer.hostname, queues).start()
+        folder = get_settings().memory_tier_dir
+        tier = DiskTier(folder).identity() if folder else None
+        self.heartbeat = Heartbeat(connect(consumer.app.conf.broker_url), consumer.hostname, queues, tier).start()
 
     def shutdown(self, consumer) -> None:
         if self.heartbeat is not None:

@@ -73,28 +73,36 @@ def tiny_llama(path: Path, max_positions: int = 8192, **extra) -> Path:
 
 class PrivatePostgres:
     """A PostgreSQL 15 cluster in a fresh directory under /tmp (run as the postgres user when we are root: the
-    server refuses root, and that user must reach the directory); ``destroy`` stops it and removes it."""
+    server refuses root, and that user must reach the directory); ``destroy`` stops it and removes it.
 
-    def __init__(self) -> None:
-        self.dir, self.port = Path(tempfile.mkdtemp(prefix="memorag-postgres-")), free_port()
+    ``address`` is where it listens (clients from anywhere are trusted: a test cluster); ``inside`` prefixes its
+    commands, e.g. to run it in a host of ops/bench/lan.py.
+    """
+
+    def __init__(self, address: str = "127.0.0.1", port: int | None = None, inside: list[str] | None = None) -> None:
+        self.dir, self.port = Path(tempfile.mkdtemp(prefix="memorag-postgres-")), port or free_port()
         self.data, self.log = self.dir / "data", self.dir / "postgres.log"
+        self.address, self.inside = address, inside or []
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://postgres@{self.address}:{self.port}/postgres"
 
     def _run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        return subprocess.run([*prefix, *command], check=check, capture_output=True, text=True)
+        return subprocess.run([*self.inside, *prefix, *command], check=check, capture_output=True, text=True)
 
     def create(self) -> PrivatePostgres:
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
         self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        if self.address != "127.0.0.1":
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.write("host all all 0.0.0.0/0 trust\n")
         return self.start()
 
     def start(self) -> PrivatePostgres:
-        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses={self.address} -c fsync=off"
         self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "start")
         return self
 
