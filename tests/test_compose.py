@@ -34,5 +34,10 @@ def test_compose_has_the_production_shape_and_only_known_settings():
     assert served == set(QUEUES)
     redis = services["redis"]["command"]
     assert redis[redis.index("--maxmemory-policy") + 1] == "volatile-lru"  # memories evicted, never the queues
-    assert any(volume.endswith(":/data") for volume in services["memory-worker"]["volumes"])  # the disk tier
+    for name in ("memory-worker", "query-worker"):  # one disk tier both reach; nothing else shared on disk
+        assert services[name]["environment"]["MEMORAG_MEMORY_DIR"] == "/memories"
+        assert services[name]["volumes"] == ["memories:/memories"]
+    dockerfile = (COMPOSE.parent / "Dockerfile").read_text()
+    assert dockerfile.index("ENV MEMORAG_HOME=/data") < dockerfile.index("models prepare")  # where it is looked for
+    assert "VOLUME" not in dockerfile
     assert (COMPOSE.parent / "Dockerfile").exists()

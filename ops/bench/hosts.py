@@ -49,6 +49,7 @@ MANAGE = str(ROOT / "manage.py")
 CELERY = str(Path(sys.executable).parent / "celery")  # the same environment's
 THIS = str(Path(__file__).resolve())
 REDIS_PORT, POSTGRES_PORT = 6379, 5432
+WORKERS = ["memory@memory", "query@query"]
 
 
 @dataclass
@@ -173,19 +174,26 @@ def across_hosts(c: Cluster) -> dict:
     ask(c, kb, QUESTIONS[:3])
     ledger = c.probe("settle", kb, "--timeout", "180", timeout=240)
     status = c.manage("status")
-    inspect = c.manager.run(CELERY, "-A", "workers.app", "inspect", "active_queues", "--timeout", "5",
-                            cwd=ROOT).stdout  # fmt: skip
+    inspect = {
+        command: c.manager.run(CELERY, "-A", "workers.app", "inspect", command, "--timeout", "5", cwd=ROOT).stdout
+        for command in ("active", "active_queues")
+    }
     flower = flower_workers(c)
     return {
         "seconds": round(time.monotonic() - started, 1),
         "formed_by": _succeeded(c, "memorag.ingest"),
         "answered_by": _succeeded(c, "memorag.answer"),
-        "status_names": [w for w in ("memory@memory", "query@query") if f"worker {w} on " in status],
+        "status_names": [w for w in WORKERS if f"worker {w} on " in status],
         "unshared_tiers_warned": "disk tiers that are not shared" in status,
-        "inspect_names": [w for w in ("memory@memory", "query@query") if w in inspect],
+        "inspect_names": {cmd: _replied(out) for cmd, out in inspect.items()},
         "flower_names": sorted(flower),
         "disk_tier_files": {name: _tier_files(c.hosts[name]) for name in ("memory", "query")},
     } | ledger
+
+
+def _replied(inspected: str) -> list[str]:
+    """The workers that answered a ``celery inspect`` command ("->  name: OK")."""
+    return [w for w in WORKERS if re.search(rf"->\s+{re.escape(w)}: OK", inspected)]
 
 
 def flower_workers(c: Cluster, port: int = 5555) -> list[str]:
