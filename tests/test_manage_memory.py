@@ -107,19 +107,6 @@ def test_subprocess_error_has_no_traceback(env):
     assert result.stderr.strip() == "error: /no/such/file.txt: no such file"
 
 
-def test_up_and_down_twice(clean_home, monkeypatch):
-    from tests.conftest import free_port
-
-    monkeypatch.delenv("MEMORAG_REDIS_URL", raising=False)
-    monkeypatch.setenv("MEMORAG_API_PORT", str(free_port()))
-    try:
-        assert "started" in run("up").output
-        assert "already running" in run("up").output
-    finally:
-        assert "stopped" in run("down").output
-    assert "was not running" in run("down").output
-
-
 def test_models_prepare_is_a_no_op_when_ready(env):
     result = run("models", "prepare")
     assert result.exit_code == 0 and "nothing to do" in result.output

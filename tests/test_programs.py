@@ -98,10 +98,7 @@ def test_streaming_matches_non_streaming(backend):
 
 
 def test_run_batch_equals_sequential(backend):
-    questions = [
-        f"In one sentence, what is {w}?"
-        for w in ("rain", "a cat", "bread", "music", "a river", "winter", "a map", "tea")
-    ]
+    questions = [f"In one sentence, what is {w}?" for w in ("rain", "a cat", "bread", "music")]
     args = [{"question": q, "max_tokens": 16} for q in questions]
     batched = programs.draft_answer.run_batch(args, backend=backend, num_threads=4)
     sequential = [programs.draft_answer.run(**a, backend=backend) for a in args]

@@ -24,10 +24,11 @@ import json
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ CELERY = str(Path(sys.executable).parent / "celery")  # the same environment's
 THIS = str(Path(__file__).resolve())
 REDIS_PORT, POSTGRES_PORT = 6379, 5432
 WORKERS = ["memory@memory", "query@query"]
+INSPECTED = ("active", "active_queues")  # celery inspect commands run against the hosts
 
 
 @dataclass
@@ -58,7 +60,7 @@ class Cluster:
 
     net: Lan
     model: Path
-    task_timeout_s: int = 15
+    task_timeout_s: int = 12
     reconcile_interval: int = 3
     grace_s: int = 5
     hosts: dict[str, Host] = field(default_factory=dict)
@@ -131,6 +133,29 @@ class Cluster:
         done = self.manager.run(sys.executable, THIS, "--probe", *args, timeout=timeout)
         return json.loads(done.stdout.strip().splitlines()[-1])
 
+    @contextlib.contextmanager
+    def watching(self, *args: str, timeout: float = 300) -> Iterator[Callable[[], dict]]:
+        """A probe started before the work it watches for: it is connected and polling when this yields, and the
+        yielded function waits for its answer."""
+        process = subprocess.Popen(self.manager.command(sys.executable, THIS, "--probe", *args),
+                                   env=self.manager.environment(), cwd=self.manager.dir, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            if process.stdout.readline().strip() != "watching":
+                raise RuntimeError(f"probe {args} did not start: {process.communicate(timeout=10)[1]}")
+
+            def result() -> dict:
+                out, err = process.communicate(timeout=timeout)
+                if process.returncode != 0:
+                    raise RuntimeError(f"probe {args} exited {process.returncode}: {err.strip()}")
+                return json.loads(out.strip().splitlines()[-1])
+
+            yield result
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
     def stop(self) -> None:
         self.net.destroy()  # every process of every host, the database's postmaster with them
         if self.postgres is not None:
@@ -173,12 +198,12 @@ def across_hosts(c: Cluster) -> dict:
     ingest(c, kb, documents(2))
     ask(c, kb, QUESTIONS[:3])
     ledger = c.probe("settle", kb, "--timeout", "180", timeout=240)
-    status = c.manage("status")
-    inspect = {
-        command: c.manager.run(CELERY, "-A", "workers.app", "inspect", command, "--timeout", "5", cwd=ROOT).stdout
-        for command in ("active", "active_queues")
-    }
-    flower = flower_workers(c)
+    with ThreadPoolExecutor(4) as pool:  # what an operator runs on the manager host, side by side
+        status = pool.submit(c.manage, "status")
+        celery = [CELERY, "-A", "workers.app", "inspect"]
+        inspect = {cmd: pool.submit(c.manager.run, *celery, cmd, "--timeout", "5", cwd=ROOT) for cmd in INSPECTED}
+        flower = pool.submit(flower_workers, c)
+        status, inspect, flower = status.result(), {k: v.result().stdout for k, v in inspect.items()}, flower.result()
     return {
         "seconds": round(time.monotonic() - started, 1),
         "formed_by": _succeeded(c, "memorag.ingest"),
@@ -210,9 +235,10 @@ def partition(c: Cluster) -> dict:
     """Pull the query worker's cable while it answers; another query worker finishes; the late answer loses."""
     started, kb = time.monotonic(), "partition"
     c.manage("kb", "create", kb)
-    ingest(c, kb, documents(2, offset=10))
-    query = ask(c, kb, QUESTIONS[3:4])[0]
-    c.probe("processing", query, "--timeout", "120", timeout=150)  # taken by the only query worker: query@query
+    ingest(c, kb, documents(1, offset=10))
+    with c.watching("taken", kb, "--timeout", "120", timeout=150) as taken:  # polling before the question exists
+        ask(c, kb, QUESTIONS[3:4])
+        query = taken()["query"]  # taken by the only query worker: query@query
     c.net.cut(c.hosts["query"])
     cut_at = time.monotonic()
     c.start_worker("query2", "query")
@@ -233,24 +259,27 @@ def partition(c: Cluster) -> dict:
 
 
 def store_host_restart(c: Cluster, down_s: float = 2.0) -> dict:
-    """kill -9 the store host's Redis while documents form and questions are answered; start it on its AOF."""
+    """kill -9 the store host's Redis while documents form and questions are answered; start it on its AOF.
+    Questions asked during the outage are refused with one line (the person asks again later)."""
     started, kb = time.monotonic(), "restart"
     c.manage("kb", "create", kb)
     ingest(c, kb, documents(1, offset=20))
-    with ThreadPoolExecutor(8) as pool:  # the watcher first, then both workers' backlogs sent at once
-        watcher = pool.submit(c.probe, "busy", kb, "--timeout", "120", timeout=150)
-        time.sleep(3)
-        pool.submit(ingest, c, kb, documents(3, offset=21, chars=40_000), False)
-        asked = [pool.submit(ask, c, kb, [question]) for question in QUESTIONS]
-        busy = watcher.result()
-    c.store.kill("redis")
-    time.sleep(down_s)
-    c.start_redis()
+    with c.watching("busy", kb, "--timeout", "120", timeout=150) as watcher, ThreadPoolExecutor(8) as pool:
+        pool.submit(ingest, c, kb, documents(2, offset=21, chars=40_000), False)  # both workers' backlogs at once
+        asks = [pool.submit(c.manager.run, sys.executable, MANAGE, "ask", kb, q, check=False) for q in QUESTIONS]
+        busy = watcher()
+        c.store.kill("redis")
+        time.sleep(down_s)
+        c.start_redis()
+        answered = [f.result() for f in asks]
     ledger = c.probe("settle", kb, "--timeout", "240", timeout=300)
+    refused = [a for a in answered if a.returncode != 0]
     return {
         "seconds": round(time.monotonic() - started, 1),
         "busy_when_killed": busy["running"],
-        "asked": sum(len(f.result()) for f in asked),
+        "asked": len(answered) - len(refused),
+        "refused_while_down": len(refused),
+        "refusals_one_line": all(a.returncode == 2 and a.stderr.count("\n") == 1 for a in refused),
     } | ledger
 
 
@@ -314,9 +343,11 @@ def probe(name: str, args: list[str], timeout: float) -> dict:
         _wait(lambda: not any(r.status in IN_FLIGHT for docs, qs, _ in [rows(args)] for r in [*docs, *qs]),
               timeout, "every row to finish")  # fmt: skip
         return ledger(args)
-    if name == "processing":
-        _wait(lambda: _query(args[0]).status == "processing", timeout, f"{args[0]} to be taken")
-        return {"query": args[0]}
+    if name == "taken":  # a question of the knowledge base is being answered: which
+        rows(args)  # connected before saying so
+        print("watching", flush=True)
+        taken = lambda: next((q.public_id for q in rows(args)[1] if q.status == "processing"), None)  # noqa: E731
+        return {"query": _wait(taken, timeout, "a question to be taken")}
     if name == "answered":
         from sqlmodel import select
 
@@ -333,6 +364,8 @@ def probe(name: str, args: list[str], timeout: float) -> dict:
         return _wait(lambda: any(w["name"] == args[0] and not w["running"] for w in live_workers(connect())) and
                      {"idle": args[0]}, timeout, f"{args[0]} to be idle")  # fmt: skip
     if name == "busy":  # a document of the knowledge base forms while one of its questions is answered
+        rows(args)  # connected before saying so
+        print("watching", flush=True)
 
         def busy():
             docs, queries, _ = rows(args)
