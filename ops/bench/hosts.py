@@ -34,18 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import common  # noqa: F401  (the project first on sys.path)
+from chaos import QUESTIONS, pieces
 from common import ROOT, print_table, write_json
 from deployment import PrivatePostgres, tiny_llama
 from lan import Host, Lan, lan
 
-QUESTIONS = [
-    "What does the author say about startups?",
-    "What advice is given about investors?",
-    "How should founders think about competitors?",
-    "What makes a good idea?",
-    "What is said about hard problems?",
-    "What does the author say about cities?",
-]
 MANAGE = str(ROOT / "manage.py")
 CELERY = str(Path(sys.executable).parent / "celery")  # the same environment's
 THIS = str(Path(__file__).resolve())
@@ -174,8 +167,6 @@ def cluster(root: Path, model: Path, **options) -> Iterator[Cluster]:
 
 # scenarios ----------------------------------------------------------------------------------------------------
 def documents(n: int, offset: int = 0, chars: int = 2500) -> list[tuple[str, str]]:
-    from chaos import pieces
-
     return pieces(n, chars, offset)
 
 
@@ -265,8 +256,8 @@ def store_host_restart(c: Cluster, down_s: float = 2.0) -> dict:
     c.manage("kb", "create", kb)
     ingest(c, kb, documents(1, offset=20))
     with c.watching("busy", kb, "--timeout", "120", timeout=150) as watcher, ThreadPoolExecutor(8) as pool:
-        pool.submit(ingest, c, kb, documents(2, offset=21, chars=40_000), False)  # both workers' backlogs at once
-        asks = [pool.submit(c.manager.run, sys.executable, MANAGE, "ask", kb, q, check=False) for q in QUESTIONS]
+        pool.submit(ingest, c, kb, documents(2, offset=21, chars=25_000), False)  # both workers' backlogs at once
+        asks = [pool.submit(c.manager.run, sys.executable, MANAGE, "ask", kb, q, check=False) for q in QUESTIONS[:5]]
         busy = watcher()
         c.store.kill("redis")
         time.sleep(down_s)
