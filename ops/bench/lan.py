@@ -185,9 +185,6 @@ class Lan:
     def heal(self, host: Host) -> None:
         _ip("-n", self.switch, "link", "set", host.port, "up")
 
-    def reaches(self, source: Host, target: Host) -> bool:
-        return source.run("ping", "-c", "1", "-W", "1", target.address, check=False).returncode == 0
-
     def destroy(self) -> None:
         """Stop what every host runs (politely, then not), kill what is left in the namespaces, delete them."""
         for host in self.hosts.values():
