@@ -36,7 +36,7 @@ from pathlib import Path
 import common  # noqa: F401  (the project first on sys.path)
 from chaos import QUESTIONS, pieces
 from common import ROOT, print_table, write_json
-from deployment import PrivatePostgres, tiny_llama
+from deployment import PrivatePostgres, tiny_llama, wait_until
 from lan import Host, Lan, lan
 
 MANAGE = str(ROOT / "manage.py")
@@ -116,21 +116,25 @@ class Cluster:
                                "--loglevel", "INFO")  # fmt: skip
 
     def wait_for_workers(self, names: list[str], timeout: float = 120) -> None:
-        self.probe("workers", *names, "--timeout", str(timeout), timeout=timeout + 30)
+        self.probe("workers", *names, wait=timeout)
 
     def manage(self, *args: str, timeout: float = 300) -> str:
         return self.manager.run(sys.executable, MANAGE, *args, timeout=timeout).stdout
 
-    def probe(self, *args: str, timeout: float = 300) -> dict:
-        """Ask this script, run on the manager host, what the stores say (JSON on its last line)."""
-        done = self.manager.run(sys.executable, THIS, "--probe", *args, timeout=timeout)
+    def _probe_command(self, args: tuple[str, ...], wait: float) -> list[str]:
+        return [sys.executable, THIS, "--probe-timeout", str(wait), "--probe", *args]
+
+    def probe(self, *args: str, wait: float = 120) -> dict:
+        """Ask this script, run on the manager host, what the stores say (JSON on its last line); it waits up to
+        ``wait`` seconds for what it looks for."""
+        done = self.manager.run(*self._probe_command(args, wait), timeout=wait + 60)
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     @contextlib.contextmanager
-    def watching(self, *args: str, timeout: float = 300) -> Iterator[Callable[[], dict]]:
+    def watching(self, *args: str, wait: float = 120) -> Iterator[Callable[[], dict]]:
         """A probe started before the work it watches for: it is connected and polling when this yields, and the
         yielded function waits for its answer."""
-        process = subprocess.Popen(self.manager.command(sys.executable, THIS, "--probe", *args),
+        process = subprocess.Popen(self.manager.command(*self._probe_command(args, wait)),
                                    env=self.manager.environment(), cwd=self.manager.dir, stdin=subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
         try:
@@ -138,7 +142,7 @@ class Cluster:
                 raise RuntimeError(f"probe {args} did not start: {process.communicate(timeout=10)[1]}")
 
             def result() -> dict:
-                out, err = process.communicate(timeout=timeout)
+                out, err = process.communicate(timeout=wait + 60)
                 if process.returncode != 0:
                     raise RuntimeError(f"probe {args} exited {process.returncode}: {err.strip()}")
                 return json.loads(out.strip().splitlines()[-1])
@@ -188,7 +192,7 @@ def across_hosts(c: Cluster) -> dict:
     c.manage("kb", "create", kb)
     ingest(c, kb, documents(2))
     ask(c, kb, QUESTIONS[:3])
-    ledger = c.probe("settle", kb, "--timeout", "180", timeout=240)
+    ledger = c.probe("settle", kb, wait=180)
     with ThreadPoolExecutor(4) as pool:  # what an operator runs on the manager host, side by side
         status = pool.submit(c.manage, "status")
         celery = [CELERY, "-A", "workers.app", "inspect"]
@@ -217,7 +221,7 @@ def flower_workers(c: Cluster, port: int = 5555) -> list[str]:
     c.manager.spawn("flower", CELERY, "-A", "workers.app", "flower", f"--port={port}", "--address=127.0.0.1",
                     env={"FLOWER_UNAUTHENTICATED_API": "true"}, cwd=ROOT)  # fmt: skip
     try:
-        return c.probe("flower", str(port), timeout=90)["workers"]
+        return c.probe("flower", str(port), wait=60)["workers"]
     finally:
         c.manager.kill("flower", timeout=10)
 
@@ -227,18 +231,18 @@ def partition(c: Cluster) -> dict:
     started, kb = time.monotonic(), "partition"
     c.manage("kb", "create", kb)
     ingest(c, kb, documents(1, offset=10))
-    with c.watching("taken", kb, "--timeout", "120", timeout=150) as taken:  # polling before the question exists
+    with c.watching("taken", kb, wait=120) as taken:  # polling before the question exists
         ask(c, kb, QUESTIONS[3:4])
         query = taken()["query"]  # taken by the only query worker: query@query
     c.net.cut(c.hosts["query"])
     cut_at = time.monotonic()
     c.start_worker("query2", "query")
-    first = c.probe("answered", query, "--timeout", "180", timeout=240)
+    first = c.probe("answered", query, wait=180)
     answered_s = time.monotonic() - cut_at
     c.net.heal(c.hosts["query"])
-    c.probe("idle", "query@query", "--timeout", "180", timeout=240)  # its late attempt has ended
-    after = c.probe("answered", query, "--timeout", "10", timeout=60)
-    ledger = c.probe("settle", kb, "--timeout", "60", timeout=120)
+    c.probe("idle", "query@query", wait=180)  # its late attempt has ended
+    after = c.probe("answered", query, wait=10)
+    ledger = c.probe("settle", kb, wait=60)
     c.hosts["query2"].kill("worker", timeout=60)
     return {
         "seconds": round(time.monotonic() - started, 1),
@@ -255,7 +259,7 @@ def store_host_restart(c: Cluster, down_s: float = 2.0) -> dict:
     started, kb = time.monotonic(), "restart"
     c.manage("kb", "create", kb)
     ingest(c, kb, documents(1, offset=20))
-    with c.watching("busy", kb, "--timeout", "120", timeout=150) as watcher, ThreadPoolExecutor(8) as pool:
+    with c.watching("busy", kb, wait=120) as watcher, ThreadPoolExecutor(8) as pool:
         pool.submit(ingest, c, kb, documents(2, offset=21, chars=25_000), False)  # both workers' backlogs at once
         asks = [pool.submit(c.manager.run, sys.executable, MANAGE, "ask", kb, q, check=False) for q in QUESTIONS[:5]]
         busy = watcher()
@@ -263,7 +267,7 @@ def store_host_restart(c: Cluster, down_s: float = 2.0) -> dict:
         time.sleep(down_s)
         c.start_redis()
         answered = [f.result() for f in asks]
-    ledger = c.probe("settle", kb, "--timeout", "240", timeout=300)
+    ledger = c.probe("settle", kb, wait=240)
     refused = [a for a in answered if a.returncode != 0]
     return {
         "seconds": round(time.monotonic() - started, 1),
@@ -300,16 +304,6 @@ COLUMNS = ["scenario", "documents", "queries", "lost", "duplicate_answers", "fai
 
 
 # probes: run on the manager host, print one JSON line ----------------------------------------------------------
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if value := predicate():
-                return value
-        time.sleep(0.05)
-    raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def _query(public_id: str):
     from service.ids import query_number
     from store import db
@@ -321,39 +315,40 @@ def _query(public_id: str):
 
 
 def probe(name: str, args: list[str], timeout: float) -> dict:
-    from chaos import IN_FLIGHT, ledger, rows
+    from chaos import ledger, rows, settle
+    from sqlmodel import select
 
     from store import db
     from store.redis import connect
     from workers.liveness import live_workers
 
+    def until(predicate, what: str):
+        return wait_until(predicate, timeout, every=0.05, what=what)
+
     if name == "workers":  # these workers' heartbeats are in Redis
-        return _wait(lambda: (w := {x["name"] for x in live_workers(connect())}) >= set(args) and {"live": sorted(w)},
-                     timeout, f"workers {args}")  # fmt: skip
+        live = lambda: {w["name"] for w in live_workers(connect())}  # noqa: E731
+        return {"live": sorted(until(lambda: (names := live()) >= set(args) and names, f"workers {args}"))}
     if name == "settle":  # no row of the knowledge bases in flight; then the ledger
-        _wait(lambda: not any(r.status in IN_FLIGHT for docs, qs, _ in [rows(args)] for r in [*docs, *qs]),
-              timeout, "every row to finish")  # fmt: skip
+        settle(args, timeout)
         return ledger(args)
     if name == "taken":  # a question of the knowledge base is being answered: which
         rows(args)  # connected before saying so
         print("watching", flush=True)
         taken = lambda: next((q.public_id for q in rows(args)[1] if q.status == "processing"), None)  # noqa: E731
-        return {"query": _wait(taken, timeout, "a question to be taken")}
+        return {"query": until(taken, "a question to be taken")}
     if name == "answered":
-        from sqlmodel import select
 
         def answer():
             query = _query(args[0])
             with db.session() as s:
                 row = s.exec(select(db.Answer).where(db.Answer.query_id == query.id)).first()
-            if query.status == "done" and row is not None:
-                return {"answer": [row.id, row.text, row.timings]}
-            return None
+            return query.status == "done" and row is not None and {"answer": [row.id, row.text, row.timings]}
 
-        return _wait(answer, timeout, f"{args[0]} to be answered")
+        return until(answer, f"{args[0]} to be answered")
     if name == "idle":  # the worker is live and runs nothing
-        return _wait(lambda: any(w["name"] == args[0] and not w["running"] for w in live_workers(connect())) and
-                     {"idle": args[0]}, timeout, f"{args[0]} to be idle")  # fmt: skip
+        idle = lambda: any(w["name"] == args[0] and not w["running"] for w in live_workers(connect()))  # noqa: E731
+        until(idle, f"{args[0]} to be idle")
+        return {"idle": args[0]}
     if name == "busy":  # a document of the knowledge base forms while one of its questions is answered
         rows(args)  # connected before saying so
         print("watching", flush=True)
@@ -364,12 +359,12 @@ def probe(name: str, args: list[str], timeout: float) -> dict:
             answering = [q.public_id for q in queries if q.status == "processing"]
             return forming and answering and {"running": forming + answering}
 
-        return _wait(busy, timeout, "a document and a question in progress together")
+        return until(busy, "a document and a question in progress together")
     if name == "flower":
         import urllib.request
 
         url = f"http://127.0.0.1:{args[0]}/api/workers?refresh=1"
-        return {"workers": _wait(lambda: sorted(json.load(urllib.request.urlopen(url, timeout=10))), timeout, "Flower")}
+        return {"workers": sorted(until(lambda: json.load(urllib.request.urlopen(url, timeout=10)), "Flower"))}
     raise SystemExit(f"unknown probe {name}")
 
 
@@ -391,13 +386,14 @@ def main() -> None:
     parser.add_argument("--model", default="tiny", help="'tiny' (a random 2-layer llama), 'default', or a directory")
     parser.add_argument("--keep", type=Path, help="build the hosts here and keep their homes and logs afterwards")
     parser.add_argument("--probe", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.add_argument("--probe-timeout", type=float, default=60.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped: the hosts are still taken down
     if args.probe:
-        name, rest = args.probe[0], args.probe[1:]
-        timeout = float(rest[rest.index("--timeout") + 1]) if "--timeout" in rest else 60.0
-        rest = [a for i, a in enumerate(rest) if a != "--timeout" and (i == 0 or rest[i - 1] != "--timeout")]
-        print(json.dumps(probe(name, rest, timeout)))
+        try:
+            print(json.dumps(probe(args.probe[0], args.probe[1:], args.probe_timeout)))
+        except TimeoutError as exc:
+            raise SystemExit(str(exc)) from None
         return
     chosen = args.only or list(SCENARIOS)
     with contextlib.ExitStack() as stack:
