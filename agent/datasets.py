@@ -8,6 +8,7 @@ with known facts planted at spread depths.
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ class Question:
     text: str
     answers: list[str]
     evidence: list[tuple[int, int]] = field(default_factory=list)  # character spans
+    split: str = ""  # "dev" (thresholds are chosen there) or "test" (reported); "" where the set has none
+    doc: str | None = None  # the document that answers it, when the set names one (None: off-topic)
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,36 @@ def load_qmsum(path: str | Path, limit: int | None = None) -> Iterator[Sample]:
                         evidence.append((spans[first][0], spans[last][1]))
                 questions.append(Question(q["query"], [q["answer"]], evidence))
             yield Sample(f"qmsum-{n}", "".join(parts), questions)
+
+
+def load_kbqa(path: str | Path, limit: int | None = None) -> Iterator[Sample]:
+    """A knowledge-base set: ``documents`` (id + path, relative to the file, ``.gz`` read as text) and
+    ``questions`` (``q``, ``answers``, ``doc``: the answering document, or null for an off-topic one).
+
+    Each document's answerable questions alternate dev/test, and so do the off-topic ones, which come last
+    as a sample with no text (they belong to no document).
+    """
+    path = Path(path)
+    spec = json.loads(path.read_text())
+    documents = spec["documents"][:limit] if limit else spec["documents"]
+    by_doc: dict[str | None, list[Question]] = {d["id"]: [] for d in documents}
+    by_doc[None] = []
+    for q in spec["questions"]:
+        if q["doc"] in by_doc:
+            group = by_doc[q["doc"]]
+            split = ("dev", "test")[len(group) % 2]
+            group.append(Question(q["q"], list(q["answers"]), split=split, doc=q["doc"]))
+    for d in documents:
+        yield Sample(d["id"], _read_text(path.parent / d["path"]), by_doc[d["id"]])
+    yield Sample("", "", by_doc[None])
+
+
+def _read_text(where: Path) -> str:
+    try:
+        return gzip.decompress(where.read_bytes()).decode() if where.suffix == ".gz" else where.read_text()
+    except FileNotFoundError as exc:
+        why = "document not found (the set reads documents where they are installed)"
+        raise FileNotFoundError(2, why, str(where)) from exc
 
 
 def load_leval(path: str | Path, limit: int | None = None) -> Iterator[Sample]:

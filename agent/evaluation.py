@@ -24,7 +24,7 @@ from pathlib import Path
 
 from agent import programs, reader
 from agent.backends import LocalBackend, generator_backend
-from agent.datasets import Sample, load_leval, load_longbench, load_needle, load_qmsum
+from agent.datasets import Sample, load_kbqa, load_leval, load_longbench, load_needle, load_qmsum
 from agent.memory.types import GlobalMemory
 from agent.metrics import (
     answer_in,
@@ -38,7 +38,7 @@ from agent.metrics import (
     token_f1,
 )
 from agent.models import LoadedModel
-from agent.pipeline import memorize, read, rehydrate, save_memory
+from agent.pipeline import answer, memorize, read, rehydrate, save_memory
 from agent.retrieval import (
     DEFAULT_FUSION,
     FUSIONS,
@@ -53,10 +53,27 @@ from store.memories import MemoryNotFound, MemoryStore
 from store.vectors import VectorIndex
 
 MODES = ("rag", "memorag", "qa", "full")
-LOADERS = {"qmsum": load_qmsum, "leval": load_leval, "longbench": load_longbench, "needle": load_needle}
+LOADERS = {
+    "qmsum": load_qmsum,
+    "leval": load_leval,
+    "longbench": load_longbench,
+    "needle": load_needle,
+    "kbqa": load_kbqa,
+}
 # LongBench caps answers per task (32-128 tokens); long-form QMSum answers need more room.
-ANSWER_TOKENS = {"qmsum": 128, "leval": 64, "longbench": 64, "needle": 32}
-SHORT_ANSWERS = {"qmsum": False, "leval": True, "longbench": True, "needle": True}
+ANSWER_TOKENS = {"qmsum": 128, "leval": 64, "longbench": 64, "needle": 32, "kbqa": 64}
+SHORT_ANSWERS = {"qmsum": False, "leval": True, "longbench": True, "needle": True, "kbqa": True}
+# The answer-quality rates, under the names the field uses (ALCE's citation precision and recall, RGB's
+# negative rejection), each a mean over the questions it is defined on (None: none in the run).
+RATES = (
+    "right",  # answerable: a gold answer in what was shown
+    "citation_recall",  # answerable: a gold answer in the cited sentences
+    "citation_precision",  # answerable and shown: a gold answer in the cited sentences
+    "answerable_declined",  # answerable: declined or withheld
+    "offtopic_declined",  # off-topic (or asked of the wrong document): declined (negative rejection)
+    "wrong_shown",  # every question: shown, and not right (an off-topic answer shown is wrong)
+    "routed",  # answerable, knowledge-base mode: the answering document among the routed ones
+)
 CACHE_KB = "_eval"
 
 
@@ -144,6 +161,12 @@ class Outcome:
     citation_hit: float | None = None  # the cited sentence holds a gold answer (short answers, cited only)
     unsupported_shown: float | None = None  # shown as an answer while naming what the evidence lacks
     top_answer_found: float | None = None  # a gold answer in the best-scored chunk (what citation_hit must beat)
+    answerable: bool = True  # the documents hold the answer (False: off-topic, or asked of another document)
+    shown: bool = True  # an answer was shown (not declined or withheld)
+    right: float | None = None  # a gold answer in what was shown (answerable only)
+    cited: float | None = None  # a gold answer in the cited sentences (answerable only)
+    routed: float | None = None  # the answering document among the routed ones (knowledge-base mode)
+    split: str = ""
 
 
 @dataclass
@@ -177,6 +200,7 @@ class Report:
                     for name in ("supported", "citation_hit", "top_answer_found", "unsupported_shown")
                     for values in [[getattr(o, name) for o in rows if getattr(o, name) is not None]]
                 },
+                **rates(rows),
                 "latency_s": statistics.fmean(o.latency_s for o in rows),
                 "stages_s": {s: statistics.fmean(o.stages.get(s, 0.0) for o in rows) for s in sorted(stages)},
             }
@@ -195,6 +219,26 @@ class Report:
             "date": time.strftime("%Y-%m-%d"),
             "outcomes": [asdict(o) for o in self.outcomes],
         }
+
+
+def rates(rows: list[Outcome]) -> dict[str, float | None]:
+    """``RATES`` over one mode's outcomes."""
+    answerable = [o for o in rows if o.answerable]
+    shown = [o for o in answerable if o.shown]
+
+    def mean(values: list[float | None]) -> float | None:
+        kept = [v for v in values if v is not None]
+        return statistics.fmean(kept) if kept else None
+
+    return {
+        "right": mean([o.right for o in answerable]),
+        "citation_recall": mean([o.cited for o in answerable]),
+        "citation_precision": mean([o.cited for o in shown]),
+        "answerable_declined": mean([float(not o.shown) for o in answerable]),
+        "offtopic_declined": mean([float(not o.shown) for o in rows if not o.answerable]),
+        "wrong_shown": mean([float(o.shown and not (o.answerable and o.right)) for o in rows]),
+        "routed": mean([o.routed for o in answerable]),
+    }
 
 
 Progress = Callable[[str, int, int], None]  # (what is happening, units done, units in all)
@@ -293,8 +337,12 @@ class Harness:
             prediction = self._generate(question.text, programs.format_evidence(passages))
         else:
             write = lambda ev: self._generate(question.text, ev)  # noqa: E731
-            reading = read(self.lm, question.text, ordered, settings=self.settings, how=name, write=write)
-            prediction = reading.text if reading.supported else ""
+            text_of = {sample.doc_id: sample.text}.__getitem__
+            reading = read(
+                self.lm, question.text, ordered, settings=self.settings, how=name, write=write,
+                embedder=self.embedder, text_of=text_of,
+            )  # fmt: skip
+            prediction = reading.short if reading.supported else ""
         timed = {**stages, "answer": time.perf_counter() - started}
         label = mode if name == "none" else f"{mode}/{name}"
         retrieved, given = [e.chunk.id for e in found], "\n".join(passages)
@@ -333,6 +381,10 @@ class Harness:
         k = self.config.k
         cited = reading.citation if reading is not None and reading.supported else None
         shown_terms = reader.unsupported_terms(prediction, given) if given is not None and prediction else []
+        answerable = bool(golds) and not self.config.unanswerable
+        shown = reading.supported if reading is not None else bool(prediction)
+        quotes = " ".join(c.quote for c in reading.citations) if reading is not None and shown else ""
+        shown_text = f"{reading.text} {prediction}" if reading is not None and shown else prediction
         return Outcome(
             mode=mode,
             doc_id=sample.doc_id,
@@ -357,6 +409,11 @@ class Harness:
             top_answer_found=answer_in(max(evidence, key=lambda e: e.score).chunk.text, golds)
             if evidence and self.config.short_answers
             else None,
+            answerable=answerable,
+            shown=shown,
+            right=answer_in(shown_text, golds) if answerable else None,
+            cited=(answer_in(quotes, golds) if quotes else 0.0) if answerable and reading is not None else None,
+            split=getattr(question, "split", ""),
         )
 
     def evaluate(self, dataset: str, samples: Iterable[Sample], on_progress: Progress | None = None) -> Report:
@@ -403,6 +460,102 @@ class Harness:
 
     def _questions(self, sample: Sample) -> list:
         return sample.questions[: self.config.questions] if self.config.questions else list(sample.questions)
+
+    # knowledge-base mode --------------------------------------------------
+    def evaluate_kb(
+        self, dataset: str, samples: Iterable[Sample], on_progress: Progress | None = None, split: str | None = None
+    ) -> Report:
+        """Every document in one knowledge base and every question asked of all of it, through the path ``ask``
+        takes (route -> memories -> clues -> retrieval -> reader); a sample with no text holds off-topic ones."""
+        samples = list(samples)
+        documents = [s for s in samples if s.text]
+        if not documents:
+            raise ValueError("a knowledge base needs at least one document")
+        asked = [
+            (q, s.doc_id if s.text else None)
+            for s in samples
+            for q in self._questions(s)
+            if split is None or getattr(q, "split", "") == split
+        ]
+        report = Report(dataset, self.config, self.lm.name)
+        modes = [m for m in self.config.modes if m in ("rag", "memorag")]
+        if not modes:
+            raise ValueError("knowledge-base mode answers with rag and memorag only")
+        total, done = len(asked) * len(modes), 0
+
+        def say(what: str) -> None:
+            if on_progress:
+                on_progress(what, done, total)
+
+        texts = {s.doc_id: s.text for s in documents}
+        digest = hashlib.sha256("\n".join(f"{d}:{self.memory_key(t)}" for d, t in texts.items()).encode())
+        kb = f"{CACHE_KB}kb-{digest.hexdigest()[:16]}-c{self.config.chunk_tokens}-o{self.config.overlap}"
+        say(f"indexing {len(documents)} documents")
+        chunks = self._index_kb(kb, documents)
+        if "memorag" in modes:
+            for sample in documents:
+                say(f"{sample.doc_id}: memory")
+                memory = self.memory_for(sample, report)
+                save_memory(self.store, kb, sample.doc_id, memory)
+        settings = self.settings.model_copy(update={"top_k": self.config.k})
+        doc_ids = list(texts)
+        try:
+            for question, doc in asked:
+                for mode in modes:
+                    say(f"{mode}: {question.text[:40]}")
+                    report.outcomes.extend(self._ask_kb(mode, kb, doc_ids, texts, chunks, question, doc, settings))
+                    done += 1
+        finally:
+            self.index.drop(kb)
+            for d in doc_ids if "memorag" in modes else []:
+                self.store.delete(kb, d)  # the memories stay cached by content under the harness's own key
+        say("done")
+        return report
+
+    def _index_kb(self, kb: str, documents: list[Sample]) -> dict[str, list]:
+        self.index.drop(kb)
+        chunks = {}
+        for sample in documents:
+            cut = chunk_document(
+                sample.doc_id, sample.text, self.lm.tokenizer, self.config.chunk_tokens, self.config.overlap
+            )
+            self.index.upsert(kb, cut, self.embedder.encode([c.text for c in cut]))
+            chunks[sample.doc_id] = cut
+        return chunks
+
+    def _ask_kb(self, mode, kb, doc_ids, texts, chunks, question, doc, settings) -> list[Outcome]:
+        started = time.perf_counter()
+        first = self.config.readers[0]
+        how = "auto" if first == "none" else first
+        result = answer(
+            self.lm, self.embedder, self.store, self.index, kb, doc_ids, question.text, k=self.config.k,
+            settings=settings.model_copy(update={"reader": how}), text_of=texts.__getitem__,
+            clues=mode == "memorag",
+        )  # fmt: skip
+        stages = {s: v for s, v in result.timings.items() if s != "answer"}
+        sample = Sample(doc or "", texts.get(doc or "", ""), [question])
+        doc_chunks = chunks.get(doc or "", [])
+        out = []
+        for name in self.config.readers:
+            if name == first and name != "none":
+                outcome = self._read_kb(mode, name, sample, question, doc_chunks, result, result.reading, stages)
+                outcome.stages["answer"] = result.timings.get("answer", 0.0)
+                outcome.latency_s = time.perf_counter() - started
+            else:
+                outcome = self._read(mode, name, sample, question, doc_chunks, result.evidence, stages)
+            outcome.routed = float(doc in result.documents) if doc else None
+            out.append(outcome)
+        return out
+
+    def _read_kb(self, mode, name, sample, question, chunks, result, reading, stages) -> Outcome:
+        """The outcome of the reading ``answer`` already made."""
+        ordered = order_evidence(result.evidence, self.config.evidence_order)
+        given = "\n".join(e.chunk.text for e in ordered)
+        prediction = reading.short if reading.supported else ""
+        return self._outcome(
+            f"{mode}/{name}", sample, question, chunks, prediction, given, [e.chunk.id for e in result.evidence],
+            dict(stages), reading=reading, reader_name=name, evidence=result.evidence,
+        )  # fmt: skip
 
 
 def truncate_middle(tokenizer, text: str, budget: int) -> str:

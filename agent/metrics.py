@@ -69,9 +69,18 @@ def answer_in(evidence: str, golds: list[str]) -> float:
 
     Tells retrieval's share of a short-answer question apart from the
     generator's: the generator cannot be blamed when the answer was not there.
+    Punctuation (curly quotes and Markdown links included) separates words
+    here, so "‘triggers-pending’" holds "triggers-pending".
     """
-    text = f" {normalize(evidence)} "
-    return float(any(f" {g} " in text for g in map(normalize, golds) if g))
+    text = f" {_words(evidence)} "
+    return float(any(f" {g} " in text for g in map(_words, golds) if g))
+
+
+_NOT_WORD = re.compile(r"[^\w\s]|_", re.UNICODE)
+
+
+def _words(text: str) -> str:
+    return " ".join(_ARTICLES.sub(" ", _NOT_WORD.sub(" ", text.lower())).split())
 
 
 Span = tuple[int, int]  # [start, end) in characters

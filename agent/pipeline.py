@@ -7,8 +7,8 @@ answer:    route to the knowledge base's most relevant documents
                 -> clue programs (spans, questions, draft) on each memory
                 -> retrieval over the whole knowledge base: question + clues anchored to it, fused
                    (with the fusion the loaded clue adapter was gated with, if any)
-                -> reader: a short answer copied from the best sentence and ranked by the model,
-                   or a long one generated; checked against the evidence, cited, or declined -> Answer
+                -> reader: the documents' best sentence (its short span marked), or the best few for a
+                   long answer, cited; or a decline. Generated text only where it passes the check -> Answer
 """
 
 from __future__ import annotations
@@ -147,8 +147,12 @@ def answer(
     k: int = 5,
     settings: Settings | None = None,
     text_of: Callable[[str], str] | None = None,
+    clues: bool = True,
 ) -> Answer:
-    """Answer ``question`` from the most relevant memories among ``doc_ids`` and the knowledge base's chunks."""
+    """Answer ``question`` from the most relevant memories among ``doc_ids`` and the knowledge base's chunks.
+
+    ``clues=False`` retrieves with the question alone (standard RAG: no memory is read).
+    """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     settings = settings or get_settings()
@@ -163,7 +167,8 @@ def answer(
 
     docs = route_documents(index, embedder, kb, question, doc_ids, limit=settings.route_docs)
     lap("route")
-    recalled = [recall(store, kb, doc, lm, text_of=text_of, settings=settings) for doc in docs]
+    reads_memory = clues or task == "qa"
+    recalled = [recall(store, kb, doc, lm, text_of=text_of, settings=settings) for doc in docs] if reads_memory else []
     memories = [memory for memory, _ in recalled]
     rebuilt = [doc for doc, (_, fresh) in zip(docs, recalled, strict=True) if fresh]
     lap("rehydrate")
@@ -171,26 +176,27 @@ def answer(
         draft = programs.execute(programs.draft_answer, LocalBackend(lm, memories[0]), question=question)["answer"]
         lap("answer")
         return Answer(draft.strip(), task, timings=timings, documents=docs[:1], rebuilt=rebuilt)
-    clues: list[str] = []
+    hints: list[str] = []
     quotes: list[str] = []  # each memory's evidence spans
     for memory in memories:
         backend = LocalBackend(lm, memory)
         if task == "summarize":
-            clues += programs.clean_lines(programs.execute(programs.key_points, backend)["clues"])
+            hints += programs.clean_lines(programs.execute(programs.key_points, backend)["clues"])
         else:
             written = programs.write_clues(backend, question)
             quotes.append(written.quote())
-            clues += written.hints()
+            hints += written.hints()
     lap("clues")
-    query = question if task == "memorag" else "key points of the document"
+    # A summary of what the user asked about retrieves for that; an empty request, for the key points.
+    query = question if question.strip() or task == "memorag" else "key points of the document"
     fusion = adapters.loaded_fusion(lm) or DEFAULT_FUSION  # a trained span writer brings the fusion it was gated with
-    evidence = retrieve(index, embedder, kb, query, clues, spans=quotes, k=k, fusion=fusion)
-    clues = [*(line for quote in quotes for line in quote.splitlines()), *clues]
+    evidence = retrieve(index, embedder, kb, query, hints, spans=quotes, k=k, fusion=fusion)
+    hints = [*(line for quote in quotes for line in quote.splitlines()), *hints]
     lap("retrieval")
-    reading = read(lm, question, evidence, task=task, settings=settings)
+    reading = read(lm, query, evidence, task=task, settings=settings, embedder=embedder, text_of=text_of)
     lap("answer")
     version = adapters.loaded_version(lm)
-    return Answer(reading.text, task, clues, evidence, timings, docs, rebuilt, version, reading)
+    return Answer(reading.text, task, hints, evidence, timings, docs, rebuilt, version, reading)
 
 
 def read(
@@ -202,22 +208,30 @@ def read(
     settings: Settings | None = None,
     how: str | None = None,
     write: Callable[[str], str] | None = None,
+    embedder: Embedder | None = None,
+    text_of: Callable[[str], str] | None = None,
 ) -> reader.Reading:
-    """The answer step: extracted and ranked by the local model, or written by the generator; always checked.
+    """The answer step: the documents' sentences, or the generator's text where it passes the check.
 
     ``how`` overrides ``MEMORAG_READER``; ``write`` (formatted passages -> text) replaces the generator's
     answer program, as the evaluation harness does with its own program and evidence order.
     """
     settings = settings or get_settings()
-    path = "generate" if task == "summarize" else reader.choose_path(question, how or settings.reader)
-    if path == "extract":
-        return reader.extract(lm, question, evidence)
-    if write is not None:
-        return reader.check(write(programs.format_evidence([e.chunk.text for e in evidence])).strip(), path, evidence)
+    path = reader.choose_path(question, how or settings.reader)
+    composed = reader.choose_path(question) == "sentences"  # what a failed generation falls back on
+    long = task == "summarize" or path == "sentences" or (path == "generate" and composed)
+
+    def sentences() -> reader.Reading:
+        return reader.read_sentences(lm, question, evidence, embedder=embedder, text_of=text_of, long=long)
+
+    if path != "generate":
+        return sentences()
     passages = programs.format_evidence([e.chunk.text for e in evidence])
-    generator = generator_backend(lm, settings)
-    if task == "summarize":
-        text = programs.execute(programs.summary, generator, evidence=passages)["answer"]
+    if write is not None:
+        text = write(passages)
+    elif task == "summarize":
+        text = programs.execute(programs.summary, generator_backend(lm, settings), evidence=passages)["answer"]
     else:
+        generator = generator_backend(lm, settings)
         text = programs.execute(programs.answer, generator, question=question, evidence=passages)["answer"]
-    return reader.check(text.strip(), path, evidence)
+    return reader.check(text.strip(), evidence, embedder=embedder, text_of=text_of, fallback=sentences)

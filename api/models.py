@@ -83,9 +83,16 @@ class ResultOut(BaseModel):
     status: str
     error: str | None = None
     text: str | None = Field(default=None, description="the answer, or why the documents do not hold one")
-    reader: str | None = Field(default=None, examples=["extract"])
-    supported: bool | None = None
-    citation: dict[str, Any] | None = None
+    reader: str | None = Field(default=None, examples=["sentence"])
+    supported: bool | None = Field(
+        default=None, description="true only when the check passed: a sentence of the documents answers well enough"
+    )
+    citation: dict[str, Any] | None = Field(
+        default=None,
+        description="the sentence shown: chunk_id, doc_id, char_start, char_end, quote, context (title > headings), "
+        "span (the short answer inside it, when the question asks for one: text, char_start, char_end) and "
+        "citations (every sentence shown; a long answer cites each)",
+    )
     reason: str | None = None
     evidence: list[dict[str, Any]] = Field(default_factory=list)
     clues: list[str] = Field(default_factory=list)

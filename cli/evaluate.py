@@ -25,6 +25,13 @@ COLUMNS = (
     "citation_hit",
     "top_answer_found",
     "unsupported_shown",
+    "right",
+    "citation_recall",
+    "citation_precision",
+    "answerable_declined",
+    "offtopic_declined",
+    "wrong_shown",
+    "routed",
     "latency_s",
 )
 
@@ -36,7 +43,8 @@ COLUMNS = (
     "fmt",
     type=click.Choice(DATASET_FORMATS),
     required=True,
-    help="qmsum/leval: jsonl; longbench: a predictions json; needle: a folder of essays.",
+    help="qmsum/leval: jsonl; longbench: a predictions json; needle: a folder of essays; kbqa: a knowledge-base "
+    "set (documents by path, questions naming their document or none: ops/bench/data/techdocs.json).",
 )
 @click.option(
     "--modes",
@@ -80,6 +88,19 @@ COLUMNS = (
     "--unanswerable", is_flag=True, help="Ask each document's questions of the next document, where the answer is not."
 )
 @click.option(
+    "--kb",
+    "kb_mode",
+    is_flag=True,
+    help="All documents in one knowledge base, every question asked of the whole of it through the path "
+    "'ask' takes (routing, memories, retrieval, reader); reports routing beside the rest. kbqa sets need it.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["dev", "test"]),
+    default=None,
+    help="Only the questions of this split (kbqa sets: choose thresholds on dev, report test).",
+)
+@click.option(
     "--json",
     "json_out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -99,6 +120,8 @@ def eval_(
     evidence_order: str,
     readers: str,
     unanswerable: bool,
+    kb_mode: bool,
+    split: str | None,
     json_out: Path | None,
 ) -> None:
     """Answer a dataset's questions in every mode and compare F1, EM, ROUGE-L, evidence recall and latency.
@@ -127,7 +150,14 @@ def eval_(
         readers=tuple(r.strip() for r in readers.split(",") if r.strip()),
         unanswerable=unanswerable,
     )
-    samples = load_samples(fmt, path, limit)
+    if fmt == "kbqa" and not kb_mode:
+        raise click.UsageError("a kbqa set is asked as one knowledge base: add --kb")
+    if kb_mode and unanswerable:
+        raise click.UsageError("--unanswerable asks of one document at a time; --kb asks the whole knowledge base")
+    try:
+        samples = load_samples(fmt, path, limit)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     stores = Stores()
     lm, embedder = load_model(settings=settings), get_embedder(settings.embedder)
     harness = Harness(lm, embedder, stores.index, stores.memories, config, settings)
@@ -137,7 +167,10 @@ def eval_(
         def show(what: str, done: int, total: int) -> None:
             bar.update(task, description=what, completed=done, total=total)
 
-        report = harness.evaluate(path.stem, samples, show)
+        if kb_mode:
+            report = harness.evaluate_kb(path.stem, samples, show, split=split)
+        else:
+            report = harness.evaluate(path.stem, samples, show)
     print_report(report)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -126,9 +126,11 @@ def memory_ask(name: str, question: str, task: str, show_clues: bool) -> None:
     click.echo(result.text)
     reading = result.reading
     if reading and reading.supported and reading.citation:
-        cited = reading.citation
-        quote = " ".join(cited.quote.split())
-        click.echo(f'  source: "{quote}" ({cited.chunk_id}, chars {cited.char_start}-{cited.char_end})')
+        if reading.citation.span:
+            click.echo(f"  answer: {reading.citation.span.text}")
+        for cited in reading.citations or (reading.citation,):
+            quote = " ".join(cited.quote.split())
+            click.echo(f'  source: "{quote}" ({cited.chunk_id}, chars {cited.char_start}-{cited.char_end})')
     elif reading and reading.reason:
         click.echo(f"  not shown as an answer: {reading.reason}")
     for clue in result.clues if show_clues else []:

@@ -60,9 +60,13 @@ def print_result(query_id: int, as_json: bool, *, show_clues: bool = False) -> N
         click.echo(row["text"] or "(empty answer)")
         cited = row["citation"]
         if cited and row["supported"]:
-            quote = " ".join(cited["quote"].split())
-            where = f"{cited['chunk_id']} {cited.get('document', '')}, chars {cited['char_start']}-{cited['char_end']}"
-            click.echo(f'  source: "{quote}" ({where})')
+            if cited.get("span"):
+                click.echo(f"  answer: {cited['span']['text']}")
+            for one in cited.get("citations") or [cited]:
+                quote = " ".join(one["quote"].split())
+                where = f"{one['chunk_id']} {one.get('document', '')}, chars {one['char_start']}-{one['char_end']}"
+                context = f"; {one['context']}" if one.get("context") else ""
+                click.echo(f'  source: "{quote}" ({where}{context})')
         elif row["supported"] is False and row["reason"]:
             click.echo(f"  not shown as an answer: {row['reason']}")
         for e in row["evidence"]:

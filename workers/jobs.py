@@ -239,7 +239,9 @@ def _answer_row(s, query_id: int, result: pipeline.Answer, rt) -> Answer:
     row.supported = reading.supported if reading else None
     row.citation = None
     if reading and reading.citation:
+        named = [c.as_dict() | {"document": names.get(c.doc_id, "")} for c in reading.citations or (reading.citation,)]
         row.citation = reading.citation.as_dict() | {"document": names.get(reading.citation.doc_id, "")}
+        row.citation["citations"] = named  # every sentence shown: a long answer cites each
     row.reason, row.proposed = (reading.reason, reading.proposed) if reading else (None, None)
     return row
 
