@@ -38,7 +38,12 @@ _STOPWORDS = (
     "whom whose when where why how many much as into about over under after before than then so not no yes can "
     "could would should will shall may might must also if up out one first last name names"
 )
-STOPWORDS = frozenset(_STOPWORDS.split())
+# What a long question asks the reader to do, not what the answer is about ("Summarize what happened to X").
+_INSTRUCTIONS = (
+    "summarize summarise summary discuss discussed discussion describe explain happened happen say said says "
+    "talk talked tell told mention mentioned"
+)
+STOPWORDS = frozenset(_STOPWORDS.split()) | frozenset(_INSTRUCTIONS.split())
 
 
 @dataclass(frozen=True)

@@ -231,6 +231,9 @@ def signals(
 ) -> dict[str, np.ndarray]:
     """Every ranking signal for every sentence (``dense`` only with an embedder)."""
     texts = [s.scored_text if context else s.text for s in sentences]
+    for i in range(1, len(sentences)):  # "Its builder was ...": read with the sentence it continues
+        if _continues(sentences, i):
+            texts[i] = f"{texts[i]} {sentences[i - 1].text}"
     counted = _COUNTED.search(question)
     out = {
         "lexical": ranking.lexical(question, texts),
@@ -270,12 +273,14 @@ def rank_sentences(
     support = np.asarray([ranking.support(d, c) for d, c in zip(found["dense"], found["coverage"], strict=True)])
     if embedder is None:  # no cosine: coverage alone decides
         support = found["coverage"].astype(np.float32)
-    for i in range(1, len(sentences)):  # "Its builder was ...": it continues the sentence before
-        if sentences[i - 1].evidence is sentences[i].evidence and _PRONOUN_START.match(sentences[i].text):
-            score[i] = max(score[i], 0.9 * score[i - 1])
-            support[i] = max(support[i], support[i - 1])
     order = sorted(range(len(sentences)), key=lambda i: (-score[i], sentences[i].rank, i))
     return Ranked(sentences, score, support, order)
+
+
+def _continues(sentences: Sequence[Sentence], i: int) -> bool:
+    """Whether sentence ``i`` opens with a pronoun for something in the sentence before it."""
+    same_passage = i > 0 and sentences[i - 1].evidence is sentences[i].evidence
+    return same_passage and bool(_PRONOUN_START.match(sentences[i].text))
 
 
 def _extent(sentences: Sequence[Sentence], i: int) -> tuple[int, int]:
@@ -284,7 +289,7 @@ def _extent(sentences: Sequence[Sentence], i: int) -> tuple[int, int]:
     first, last = i, i
     s = sentences[i]
     same = lambda j: 0 <= j < len(sentences) and sentences[j].evidence is s.evidence  # noqa: E731
-    if _PRONOUN_START.match(s.text) and same(i - 1):
+    if _continues(sentences, i):
         first = i - 1
     if s.text.rstrip().endswith(":") and same(i + 1):
         last = i + 1

@@ -173,8 +173,11 @@ def test_the_check_passes_a_restated_sentence_and_fails_generic_prose(tiny_lm, e
     failed = reader.check(prose, found, embedder=embedder)
     assert not failed.supported and failed.proposed == prose and failed.text.startswith(reader.NOT_SUPPORTED)
     assert "holds its words" in failed.reason or "means the same" in failed.reason
-    invented = reader.check("The Kell bridge was built by Ruth Adeyemi.", found, embedder=embedder)
-    assert not invented.supported and "Ruth" in invented.reason
+    invented = reader.check("The Kell bridge was built by Jonas Morales.", found, embedder=embedder)
+    assert not invented.supported and "Morales" in invented.reason
+    # both names are in the document, but no one sentence says this: the harbour master did not build the bridge
+    mixed = reader.check("The Kell bridge was built by Ruth Adeyemi.", found, embedder=embedder)
+    assert not mixed.supported and "holds its words" in mixed.reason
 
 
 def test_a_failed_generation_falls_back_to_the_documents_sentence(tiny_lm, embedder):
@@ -223,11 +226,11 @@ def test_the_real_model_answers_the_demo_with_its_sentences_and_declines_the_res
     }
     for question, words in asked.items():
         found = evidence("d1", text, real_lm.tokenizer, question, embedder)
-        reading = reader.read_sentences(real_lm, question, found, embedder=embedder)
+        reading = reader.read_sentences(real_lm, question, found, embedder=embedder, text_of=lambda _: text)
         assert reading.supported and all(w in reading.text for w in words), (question, reading)
         assert reading.citation.span.text == words[0], (question, reading.citation.span)
         assert text[reading.citation.char_start : reading.citation.char_end] == reading.citation.quote
     for off_topic in ("Who won the 1998 football World Cup?", "What is the capital of Australia?"):
         found = evidence("d1", text, real_lm.tokenizer, off_topic, embedder)
-        reading = reader.read_sentences(real_lm, off_topic, found, embedder=embedder)
+        reading = reader.read_sentences(real_lm, off_topic, found, embedder=embedder, text_of=lambda _: text)
         assert not reading.supported and reading.text.startswith(reader.NOT_ANSWERED), off_topic

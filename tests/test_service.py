@@ -99,12 +99,13 @@ def test_two_documents_one_knowledge_base_answer_feedback_and_isolation(service)
     assert any("Ilse Varga" in e["text"] for e in answer.evidence)
     assert set(answer.timings) >= {"rehydrate", "clues", "retrieval", "answer"}
     assert f"evidence {observatory} observatory.txt" in asked.output
-    # the answer is copied out of the evidence and cited to the characters of its sentence (which span the
-    # 135M model ranks first is its own affair: tests/test_reader.py and docs/evaluation.md measure that)
-    assert (answer.reader, answer.supported) == ("extract", True)
+    # the answer is the documents' own sentence, cited to its characters, with the name marked inside it
+    assert (answer.reader, answer.supported) == ("sentence", True)
     cited = answer.citation
     assert cited["doc_id"] == observatory and cited["document"] == "observatory.txt"
-    assert OBSERVATORY[cited["char_start"] : cited["char_end"]] == cited["quote"] and answer.text in cited["quote"]
+    assert OBSERVATORY[cited["char_start"] : cited["char_end"]] == cited["quote"]
+    assert answer.text == " ".join(cited["quote"].split()) and "Ilse Varga" in answer.text
+    assert cited["span"]["text"] in cited["quote"] and cited["citations"][0]["quote"] == cited["quote"]
     assert f"({cited['chunk_id']} observatory.txt, chars {cited['char_start']}-{cited['char_end']})" in asked.output
     assert "clue:" not in asked.output and answer.clues  # clues are kept, shown on request
     assert "clue:" in cli_run("result", query_id, "--show-clues").output

@@ -21,8 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from common import ROOT, BenchRedis, print_table, write_json  # noqa: I001  (puts the project on the path)
+from common import ROOT, BenchRedis, print_table, write_json
 
 from agent import ranking, reader
 from agent.chat import chat_prompt, end_of_turn_ids
@@ -191,12 +190,13 @@ def main() -> None:
         candidates = [decline_rates(points_dev, t) for t in np.arange(0.1, 0.8, 0.01)]
         enough = [c for c in candidates if (c["offtopic_declined"] or 0) >= 0.95] or candidates[-1:]
         pick = min(enough, key=lambda c: c["threshold"])
+        test = decline_rates(points_test, pick["threshold"])
         sweeps.append(
             {
                 "mix": mix,
                 "threshold": round(pick["threshold"], 2),
                 **{f"dev {k}": v for k, v in pick.items() if k != "threshold"},
-                **{f"test {k}": v for k, v in decline_rates(points_test, pick["threshold"]).items() if k != "threshold"},
+                **{f"test {k}": v for k, v in test.items() if k != "threshold"},
             }
         )
     columns = ["mix", "threshold", *(f"{s} {m}" for s in ("dev", "test") for m in ("right", "answerable_declined",
