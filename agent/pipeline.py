@@ -170,7 +170,7 @@ def answer(
     reads_memory = clues or task == "qa"
     recalled = [recall(store, kb, doc, lm, text_of=text_of, settings=settings) for doc in docs] if reads_memory else []
     memories = [memory for memory, _ in recalled]
-    rebuilt = [doc for doc, (_, fresh) in zip(docs, recalled, strict=True) if fresh]
+    rebuilt = [doc for doc, (_, fresh) in zip(docs, recalled, strict=True) if fresh] if reads_memory else []
     lap("rehydrate")
     if task == "qa":  # memory only: the most relevant document's memory drafts the answer
         draft = programs.execute(programs.draft_answer, LocalBackend(lm, memories[0]), question=question)["answer"]

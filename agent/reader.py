@@ -241,7 +241,19 @@ def signals(
         "rank": ranking.rank_prior([s.rank for s in sentences]),
     }
     out["dense"] = ranking.dense(embedder, question, texts) if embedder is not None else np.zeros(len(texts))
+    out["typed"] = typed(question, sentences)
     return out
+
+
+def typed(question: str, sentences: Sequence[Sentence]) -> np.ndarray:
+    """1 for the sentences that hold an answer of the kind the question asks for (a number, a date, an
+    identifier, one of its options); 1 for all when the question is not typed that way (names are
+    everywhere) or no sentence holds one."""
+    kind = answer_type(question)
+    if kind not in ("number", "date", "identifier", "choice"):
+        return np.ones(len(sentences), dtype=np.float32)
+    holds = np.asarray([bool(candidates(question, [s], kind)) for s in sentences], dtype=np.float32)
+    return holds if holds.any() else np.ones(len(sentences), dtype=np.float32)
 
 
 @dataclass

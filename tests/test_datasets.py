@@ -77,3 +77,64 @@ def test_the_shared_leval_and_longbench_files_load():
         assert samples and all(s.text and s.questions[0].text and s.questions[0].answers for s in samples), path
     nq = list(load_leval(SHARED_DATA / "leval" / "natural_question.jsonl"))
     assert len(nq) == 21 and all(len(s.text) > 10_000 and s.questions for s in nq)
+
+
+def _kb_set(tmp_path):
+    import gzip
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("# Alpha\n\nThe alpha port is 7000.\n")
+    (tmp_path / "docs" / "b.txt.gz").write_bytes(gzip.compress(b"Beta runs as the user beta.\n"))
+    spec = {
+        "documents": [{"id": "a", "path": "docs/a.md"}, {"id": "b", "path": "docs/b.txt.gz"}],
+        "questions": [
+            {"q": "Which port does alpha use?", "answers": ["7000"], "doc": "a"},
+            {"q": "What is alpha's port number?", "answers": ["7000"], "doc": "a"},
+            {"q": "Which user does beta run as?", "answers": ["beta"], "doc": "b"},
+            {"q": "What is the capital of Australia?", "answers": [], "doc": None},
+            {"q": "Who won the 1998 World Cup?", "answers": [], "doc": None},
+        ],
+    }
+    path = tmp_path / "set.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def test_a_knowledge_base_set_reads_its_documents_and_splits_each_documents_questions(tmp_path):
+    from agent.datasets import load_kbqa
+
+    path = _kb_set(tmp_path)
+    a, b, offtopic = load_kbqa(path)
+    assert (a.doc_id, b.doc_id) == ("a", "b") and b.text == "Beta runs as the user beta.\n"  # .gz read as text
+    assert [q.split for q in a.questions] == ["dev", "test"] and [q.doc for q in a.questions] == ["a", "a"]
+    assert [q.split for q in b.questions] == ["dev"]  # each document alternates on its own
+    assert offtopic.text == "" and [q.split for q in offtopic.questions] == ["dev", "test"]
+    assert all(q.doc is None and q.answers == [] for q in offtopic.questions)
+
+
+def test_a_missing_knowledge_base_document_names_its_path(tmp_path):
+    from agent.datasets import load_kbqa
+
+    path = _kb_set(tmp_path)
+    (tmp_path / "docs" / "a.md").unlink()
+    with pytest.raises(FileNotFoundError, match="document not found") as err:
+        list(load_kbqa(path))
+    assert err.value.filename.endswith("docs/a.md")
+
+
+def test_the_technical_documents_set_holds_every_gold_answer_in_its_document():
+    from pathlib import Path
+
+    from agent.datasets import load_kbqa
+    from agent.metrics import answer_in
+
+    path = Path(__file__).resolve().parents[1] / "ops" / "bench" / "data" / "techdocs.json"
+    spec = json.loads(path.read_text())
+    missing = [d["path"] for d in spec["documents"] if not Path(d["path"]).exists()]
+    if missing:
+        pytest.skip(f"installed documentation not on this machine: {missing[0]}")
+    *documents, offtopic = load_kbqa(path)
+    assert len(documents) >= 8 and sum(len(d.questions) for d in documents) >= 60 and len(offtopic.questions) >= 20
+    for d in documents:
+        for q in d.questions:
+            assert answer_in(d.text, q.answers), (d.doc_id, q.text)

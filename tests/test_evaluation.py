@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from agent.datasets import load_needle
-from agent.evaluation import MODES, EvalConfig, Harness, load_samples, truncate_middle
+from agent.evaluation import MODES, RATES, EvalConfig, Harness, Outcome, load_samples, rates, truncate_middle
 from agent.metrics import answer_in, gold_chunk_ids, recall_at_k, token_f1
 from agent.retrieval import chunk_document, get_embedder
 from store.memories import MemoryStore
@@ -222,3 +222,44 @@ def test_readers_answer_from_the_same_evidence_and_unanswerable_questions_swap_d
         (samples[1].doc_id, samples[0].questions[0].text),
         (samples[0].doc_id, samples[1].questions[0].text),
     ]
+
+
+def _row(answerable: bool, shown: bool, right: float | None, cited: float | None) -> Outcome:
+    return Outcome(
+        "rag/auto", "d", "q", "x" if shown else "", ["a"] if answerable else [], 0.0, 0.0, 0.0, None, None, None,
+        0.0, answerable=answerable, shown=shown, right=right, cited=cited,
+    )  # fmt: skip
+
+
+def test_answer_rates_are_counted_under_the_fields_names():
+    rows = [
+        _row(True, True, 1.0, 1.0),  # right, cited
+        _row(True, True, 1.0, 0.0),  # right, but the cited sentence lacks it
+        _row(True, True, 0.0, 0.0),  # wrong and shown
+        _row(True, False, 0.0, 0.0),  # declined though answerable
+        _row(False, False, None, None),  # off-topic, declined
+        _row(False, True, None, None),  # off-topic, answered: wrong shown
+    ]
+    got = rates(rows)
+    assert got["right"] == 0.5 and got["citation_recall"] == 0.25 and got["citation_precision"] == 1 / 3
+    assert got["answerable_declined"] == 0.25 and got["offtopic_declined"] == 0.5
+    assert got["wrong_shown"] == 2 / 6 and got["routed"] is None
+
+
+def test_a_knowledge_base_set_is_asked_of_all_its_documents_at_once(harness, tmp_path):
+    from tests.test_datasets import _kb_set
+
+    samples = load_samples("kbqa", _kb_set(tmp_path))
+    config = EvalConfig(modes=("rag",), k=2, answer_tokens=4, readers=("auto",))
+    report = Harness(harness.lm, harness.embedder, harness.index, harness.store, config).evaluate_kb("kb", samples)
+    by_question = {o.question: o for o in report.outcomes}
+    assert len(report.outcomes) == 5 and all(o.mode == "rag/auto" for o in report.outcomes)
+    alpha = by_question["Which port does alpha use?"]
+    assert alpha.answerable and alpha.routed == 1.0 and set(alpha.retrieved) <= {"a#0", "b#0"}
+    offtopic = by_question["What is the capital of Australia?"]
+    assert not offtopic.answerable and offtopic.right is None and offtopic.routed is None
+    row = report.modes()["rag/auto"]
+    assert set(RATES) <= set(row) and row["offtopic_declined"] is not None
+    tested = Harness(harness.lm, harness.embedder, harness.index, harness.store, config)
+    only_test = tested.evaluate_kb("kb", samples, split="test")
+    assert [o.question for o in only_test.outcomes] == ["What is alpha's port number?", "Who won the 1998 World Cup?"]

@@ -65,9 +65,10 @@ def test_upload_ask_see_the_highlighted_source_and_give_feedback(served, tmp_pat
         page.click("#ask button")
         expect(page.locator("#result")).to_be_visible(timeout=180_000)
         answer = page.locator("#answer").inner_text()
-        assert answer.strip()
-        if page.locator("#source mark").count():  # a supported answer: its sentence is highlighted in the text
-            assert page.locator("#source mark").inner_text() in OBSERVATORY
+        assert "Ilse Varga" in answer  # the document's own sentence, highlighted in its text
+        assert page.locator("#source mark").inner_text() in OBSERVATORY
+        bold = page.locator("#source mark b").inner_text()  # the short answer inside it, in bold and above it
+        assert bold in answer and page.locator("#short").inner_text() == f"Answer: {bold}"
         assert page.locator("#evidence li").count() >= 1
         page.fill("#correction", "Ilse Varga")
         page.click("#bad")

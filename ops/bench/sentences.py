@@ -124,6 +124,10 @@ def decline_rates(points, threshold: float) -> dict:
     }
 
 
+def _weights(w: ranking.Weights) -> str:
+    return " ".join(f"{name} {value:g}" for name, value in w.as_dict().items())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT / "ops" / "bench" / "data" / "techdocs.json"))
@@ -146,15 +150,17 @@ def main() -> None:
 
     alone = {name: ranking.Weights(**{s: float(s == name) for s in ranking.SIGNALS}) for name in ranking.SIGNALS}
     grid = [
-        ranking.Weights(lexical=a, dense=1.0, coverage=c, rank=r)
-        for a, c, r in itertools.product([0.0, 0.15, 0.3, 0.6], [0.0, 0.25, 0.5, 1.0], [0.0, 0.1, 0.3])
+        ranking.Weights(lexical=a, dense=1.0, coverage=c, rank=r, typed=t)
+        for a, c, r, t in itertools.product(
+            [0.0, 0.15, 0.3, 0.6], [0.0, 0.25, 0.5, 1.0], [0.0, 0.1, 0.3], [0.0, 0.1, 0.2, 0.4]
+        )
     ]
     chosen = max(grid, key=lambda w: (right_rate(dev, w), -w.rank))
     variants = {
         **{f"{name} alone": (w, True) for name, w in alone.items()},
         "combined (default weights)": (ranking.DEFAULT_WEIGHTS, True),
         "combined, no headings": (ranking.DEFAULT_WEIGHTS, False),
-        "combined (best weights on dev)": (chosen, True),
+        f"combined (best on dev: {_weights(chosen)})": (chosen, True),
     }
     table = []
     for name, (w, context) in variants.items():
@@ -190,13 +196,13 @@ def main() -> None:
         candidates = [decline_rates(points_dev, t) for t in np.arange(0.1, 0.8, 0.01)]
         enough = [c for c in candidates if (c["offtopic_declined"] or 0) >= 0.95] or candidates[-1:]
         pick = min(enough, key=lambda c: c["threshold"])
-        test = decline_rates(points_test, pick["threshold"])
+        held_out = decline_rates(points_test, pick["threshold"])
         sweeps.append(
             {
                 "mix": mix,
                 "threshold": round(pick["threshold"], 2),
                 **{f"dev {k}": v for k, v in pick.items() if k != "threshold"},
-                **{f"test {k}": v for k, v in test.items() if k != "threshold"},
+                **{f"test {k}": v for k, v in held_out.items() if k != "threshold"},
             }
         )
     columns = ["mix", "threshold", *(f"{s} {m}" for s in ("dev", "test") for m in ("right", "answerable_declined",
