@@ -227,9 +227,10 @@ def split_sentences(evidence: Sequence[Evidence], text_of: TextOf | None = None)
 
 
 def signals(
-    question: str, sentences: Sequence[Sentence], embedder=None, *, context: bool = True
+    question: str, sentences: Sequence[Sentence], embedder=None, *, context: bool = True, answer_kind: bool = True
 ) -> dict[str, np.ndarray]:
-    """Every ranking signal for every sentence (``dense`` only with an embedder)."""
+    """Every ranking signal for every sentence (``dense`` only with an embedder; ``typed`` only when
+    ``answer_kind``: it scans every sentence for candidates, wasted where its weight is 0)."""
     texts = [s.scored_text if context else s.text for s in sentences]
     for i in range(1, len(sentences)):  # "Its builder was ...": read with the sentence it continues
         if _continues(sentences, i):
@@ -241,7 +242,8 @@ def signals(
         "rank": ranking.rank_prior([s.rank for s in sentences]),
     }
     out["dense"] = ranking.dense(embedder, question, texts) if embedder is not None else np.zeros(len(texts))
-    out["typed"] = typed(question, sentences)
+    if answer_kind:
+        out["typed"] = typed(question, sentences)
     return out
 
 
@@ -280,7 +282,7 @@ def rank_sentences(
     sentences = list(sentences)
     if not sentences:
         return Ranked([], np.zeros(0), np.zeros(0), [])
-    found = signals(question, sentences, embedder, context=context)
+    found = signals(question, sentences, embedder, context=context, answer_kind=bool(weights.typed))
     score = ranking.combine(found, weights)
     support = np.asarray([ranking.support(d, c) for d, c in zip(found["dense"], found["coverage"], strict=True)])
     if embedder is None:  # no cosine: coverage alone decides
