@@ -167,6 +167,7 @@ class Outcome:
     cited: float | None = None  # a gold answer in the cited sentences (answerable only)
     routed: float | None = None  # the answering document among the routed ones (knowledge-base mode)
     split: str = ""
+    support: float | None = None  # the reader's best sentence's support (what a decline threshold compares)
 
 
 @dataclass
@@ -414,6 +415,7 @@ class Harness:
             right=answer_in(shown_text, golds) if answerable else None,
             cited=(answer_in(quotes, golds) if quotes else 0.0) if answerable and reading is not None else None,
             split=getattr(question, "split", ""),
+            support=reading.support if reading is not None else None,
         )
 
     def evaluate(self, dataset: str, samples: Iterable[Sample], on_progress: Progress | None = None) -> Report:

@@ -48,7 +48,6 @@ _INSTRUCTIONS = (
     "talk talked tell told mention mentioned"
 )
 STOPWORDS = frozenset(_STOPWORDS.split()) | frozenset(_INSTRUCTIONS.split())
-logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index it builds: one per question
 
 
 @dataclass(frozen=True)
@@ -100,6 +99,7 @@ def lexical(question: str, texts: Sequence[str]) -> np.ndarray:
     """BM25 (bm25s) over ``texts`` as their own corpus, scaled so the best is 1 (0 when nothing matches)."""
     import bm25s
 
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # its import sets DEBUG, and it logs every index it builds
     if not texts:
         return np.zeros(0, dtype=np.float32)
     corpus = [tokens(t) or ["_"] for t in texts]
