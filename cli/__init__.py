@@ -20,13 +20,27 @@ from core.settings import get_settings
 
 
 @click.group(cls=FriendlyGroup)
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """memorag: answer questions over long documents with a compressed global memory.
 
     Configuration comes from MEMORAG_* environment variables; nothing is
     needed for the embedded defaults (data under ~/.local/share/memorag).
     """
     get_settings()  # a bad MEMORAG_* value stops every command here, in one line
+    if ctx.invoked_subcommand != "up":  # 'up' starts the services to keep them; nothing else leaves one behind
+        ctx.call_on_close(_stop_what_this_command_started)
+
+
+def _stop_what_this_command_started() -> None:
+    """A one-off command (eval, memory, ask...) that had to start the embedded Valkey stops it when it ends;
+    its data is saved and 'manage.py up' starts it again."""
+    from store.redis import started_here, stop_embedded
+
+    if started_here():
+        stop_embedded()
+        click.echo("stopped the embedded Valkey this command started ('python manage.py up' keeps one running)",
+                   err=True)  # fmt: skip
 
 
 for command in (

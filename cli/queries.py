@@ -39,7 +39,7 @@ def ask(kb_name: str, question: str, task: str, wait: bool, as_json: bool, show_
 
     def poll(query_id: int) -> Step:
         state = queries.query_status(query_id)
-        finished = state not in ("queued", "processing")
+        finished = state in ("done", "failed", "deleted")
         return Step(f"{ticket.public_id}: {state}", finished=finished)
 
     late = (

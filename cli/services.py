@@ -31,7 +31,7 @@ def up(no_worker: bool, no_api: bool, wait: bool) -> None:
         click.echo(f"using Redis at {redact(settings.redis_url)} (MEMORAG_REDIS_URL)")
     else:
         running = embedded_url(settings)
-        url = running or start_embedded(settings)
+        url = start_embedded(settings, keep=True)
         click.echo(f"embedded Valkey {'already running' if running else 'started'} at {url}")
     if no_worker:
         return
@@ -98,15 +98,33 @@ def _wait_for_worker(settings, pid: int, timeout: float = 120.0) -> None:
 
 
 @click.command()
-def down() -> None:
-    """Stop the API, the background worker (its current task finishes or is redelivered) and the embedded Valkey."""
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(0),
+    default=30.0,
+    show_default=True,
+    help="Seconds the worker may take to finish its current task before it is ended (the task is sent again).",
+)
+def down(wait_s: float) -> None:
+    """Stop the API, the background worker with its beat, and the embedded Valkey.
+
+    The worker finishes its current task within --wait seconds; otherwise it is
+    ended and the task goes back to the queue (the reconciler sends it again).
+    """
     from store.redis import stop_embedded
     from workers import local
 
     settings = get_settings()
     if local.stop(settings, "api", grace_s=5):
         click.echo("API stopped")
-    click.echo("worker stopped" if local.stop(settings) else "no background worker was running")
+    how = local.stop(settings, grace_s=wait_s)
+    if how is None:
+        click.echo("no background worker was running")
+    elif how == "stopped":
+        click.echo("worker stopped (its current task, if any, finished)")
+    else:
+        click.echo(f"worker ended after {wait_s:g} s with a task unfinished; it is sent again when a worker runs")
     click.echo("embedded Valkey stopped" if stop_embedded(settings) else "embedded Valkey was not running")
 
 

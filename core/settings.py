@@ -73,7 +73,11 @@ class Settings(BaseSettings):
     # The reconciler (beat, and `manage.py repair`) requeues work whose message was lost once it has been
     # untouched this long, and checks the stores every RECONCILE_INTERVAL seconds.
     reconcile_interval: Positive = 60
-    reconcile_grace_s: NonNegative = 120
+    reconcile_grace_s: NonNegative = 30
+    # A document or question whose worker died this many times holding it ends failed with the reason.
+    max_deliveries: Positive = 3
+    # How long a question waits for its knowledge base's repair before it ends with an error saying so.
+    repair_wait_s: Positive = 600
     route_docs: Positive = 3
     top_k: Annotated[int, Field(ge=1, le=50)] = 5
     # RLGF: beat runs `retrain` every RETRAIN_INTERVAL seconds; it trains only once this much new feedback arrived.

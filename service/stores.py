@@ -68,6 +68,15 @@ def live_workers() -> list[dict]:
 
 
 def require_worker(queue: str) -> None:
+    """Refuse work no worker would take; a worker's heartbeat missing for less than a beat (a wiped or
+    restarted store) is waited for, so a question asked right after a store wipe is still taken."""
+    import time
+
+    from workers.liveness import BEAT_S
+
+    deadline = time.monotonic() + BEAT_S + 1
+    while not live_queues().get(queue) and time.monotonic() < deadline:
+        time.sleep(0.25)
     if not live_queues().get(queue):
         raise NoWorker(
             f"no worker is serving the {queue!r} queue; start one in the background with 'python manage.py up' "

@@ -46,6 +46,7 @@ class Status(StrEnum):
     ready = "ready"  # documents
     repairing = "repairing"  # a ready document whose chunks or memory are being rebuilt; still answerable
     done = "done"  # queries
+    waiting = "waiting for repair"  # a query whose knowledge base is being rebuilt: it is answered after the repair
     failed = "failed"
 
 
@@ -76,7 +77,7 @@ class Document(SQLModel, table=True):
     chunk_count: int | None = None
     memory_key: str | None = None
     task_id: str | None = None
-    attempts: int = 0
+    attempts: int = 0  # deliveries begun and never ended since the last success: its worker died holding them
     timings: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -95,6 +96,7 @@ class Query(SQLModel, table=True):
     status: str = Field(default=Status.queued, index=True)
     error: str | None = None
     task_id: str | None = None
+    attempts: int = 0  # as Document.attempts
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None

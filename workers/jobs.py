@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC
 from typing import Any
 
 from sqlmodel import select
@@ -53,6 +54,11 @@ def ingest_document(document_id: int, on_progress: Progress | None = None) -> di
         scope, text, expected = s.get(KnowledgeBase, doc.kb_id).name, doc.text, doc.chunk_count
         if doc.status == Status.ready and _chunks_intact(rt, scope, key, expected) and _memory_kept(rt, scope, key):
             return _summary(doc)
+        if doc.attempts >= rt.settings.max_deliveries:  # every delivery so far killed its worker: never loop
+            doc.status, doc.error, doc.updated_at = Status.failed, poisoned(doc, rt.settings), db.utcnow()
+            doc.attempts = 0
+            s.add(doc)
+            return _summary(doc)
         if doc.status != Status.repairing:  # a repairing document stays answerable while it is rebuilt
             doc.status = Status.processing
         doc.error, doc.attempts, doc.updated_at = None, doc.attempts + 1, db.utcnow()
@@ -77,7 +83,7 @@ def ingest_document(document_id: int, on_progress: Progress | None = None) -> di
             rt.index.delete_document(scope, key)
             return {"document": key, "status": "deleted"}
         repaired = doc.status == Status.repairing
-        doc.status, doc.error, doc.updated_at = Status.ready, None, db.utcnow()
+        doc.status, doc.error, doc.updated_at, doc.attempts = Status.ready, None, db.utcnow(), 0
         doc.token_count, doc.memory_tokens = meta["doc_tokens"], meta["memory_tokens"]
         doc.chunk_count, doc.memory_key = n_chunks, f"{scope}/{key}"
         if repaired:
@@ -188,7 +194,16 @@ def answer_query(query_id: int) -> dict[str, Any]:
             query.status, query.error = Status.failed, db.no_ready_documents(kb.name)
             s.add(query)
             return {"query": query.public_id, "status": "failed", "error": query.error}
+        if query.attempts >= rt.settings.max_deliveries:
+            query.status, query.error, query.attempts = Status.failed, poisoned(query, rt.settings), 0
+            query.finished_at = db.utcnow()
+            s.add(query)
+            return {"query": query.public_id, "status": "failed", "error": query.error}
+        damaged = _under_repair(rt, s, kb, ready)
+        if damaged:
+            return _wait_for_repair(s, query, kb, damaged, rt.settings)
         query.status, query.started_at, query.error = Status.processing, db.utcnow(), None
+        query.attempts += 1
         s.add(query)
         question, task, scope = query.text, query.task, kb.name
     with _failures_recorded(Query, query_id):
@@ -205,12 +220,73 @@ def answer_query(query_id: int) -> dict[str, Any]:
         written = s.exec(select(Answer).where(Answer.query_id == query_id)).first() is not None
         if not written:
             s.add(_answer_row(s, query_id, result, rt))
-        query.status, query.error = Status.done, None
+        query.status, query.error, query.attempts = Status.done, None, 0
         query.finished_at = query.finished_at if written else db.utcnow()
         s.add(query)
     if written:  # a late attempt (its worker was cut off while another answered): the first answer stands
         return {"query": f"q{query_id}", "status": "already answered"}
     return {"query": f"q{query_id}", "status": "done", "answer": result.text, "rebuilt": result.rebuilt}
+
+
+class WaitForRepair(Exception):
+    """The question's knowledge base is being rebuilt: the task asks again in ``countdown`` seconds."""
+
+    def __init__(self, query: str, countdown: float) -> None:
+        super().__init__(f"{query} waits for its knowledge base's repair")
+        self.countdown = countdown
+
+
+REPAIR_POLL_S = 5.0
+
+
+def _under_repair(rt, s, kb: KnowledgeBase, ready: list[int]) -> list[str]:
+    """The knowledge base's answerable documents that are being rebuilt or whose chunks the index lacks."""
+    docs = [s.get(Document, i) for i in ready]
+    held = rt.index.document_counts(kb.name, [doc_key(i) for i in ready])
+    return [d.public_id for d in docs if d.status == Status.repairing or held[d.public_id] < (d.chunk_count or 0)]
+
+
+def _wait_for_repair(s, query: Query, kb: KnowledgeBase, damaged: list[str], settings) -> dict[str, Any]:
+    """Wait (the task is sent again) while the knowledge base is repaired, and ask for the repair; past
+    ``repair_wait_s`` end with an error that says so: never a decline about documents that are being rebuilt."""
+    waited = (db.utcnow() - _aware(query.created_at)).total_seconds()
+    names = ", ".join(damaged[:5]) + (f" and {len(damaged) - 5} more" if len(damaged) > 5 else "")
+    if waited > settings.repair_wait_s:
+        query.status, query.finished_at = Status.failed, db.utcnow()
+        query.error = (
+            f"knowledge base {kb.name!r} is being repaired ({names}) and was not ready after "
+            f"{settings.repair_wait_s:.0f} s (MEMORAG_REPAIR_WAIT_S); ask again in a few minutes"
+        )
+        s.add(query)
+        return {"query": query.public_id, "status": "failed", "error": query.error}
+    if query.status != Status.waiting:  # first sight of the damage: ask the reconciler to rebuild it now
+        from workers.app import app
+
+        app.send_task("memorag.reconcile", kwargs={"kb_id": kb.id})
+    query.status, query.error = Status.waiting, f"waiting for the repair of {names}"
+    s.add(query)
+    s.commit()
+    raise WaitForRepair(query.public_id, REPAIR_POLL_S)
+
+
+def _aware(when):
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def poisoned(row: Document | Query, settings) -> str:
+    """Why a row whose worker died on every delivery ends failed, in words a person can act on."""
+    n = row.attempts
+    if isinstance(row, Document):
+        return (
+            f"the worker died {n} times while ingesting this document (forming its memory): it may need more memory "
+            f"than the worker has; give the worker more memory, or lower MEMORAG_MAX_DOCUMENT_TOKENS "
+            f"({settings.max_document_tokens}) or MEMORAG_BETA so that such a document is refused or compressed more, "
+            "then upload it again"
+        )
+    return (
+        f"the worker died {n} times while answering this question: check the worker's log "
+        "(MEMORAG_HOME/logs/worker.log) and its memory, then ask again"
+    )
 
 
 def _answer_row(s, query_id: int, result: pipeline.Answer, rt) -> Answer:

@@ -21,6 +21,24 @@ BEAT_S = 5
 RUNNING: set[str] = set()  # ids of the tasks this process is running (task_prerun/task_postrun keep it)
 
 
+def held_task_ids() -> set[str]:
+    """Every task this worker holds: running, and received but waiting (prefetched, or a retry's countdown).
+
+    A message delivered to this worker and not yet acknowledged is one of these; the reconciler takes any
+    other unacknowledged delivery for a worker that died holding it.
+    """
+    from celery.worker import state
+
+    held = set(RUNNING)
+    for _ in range(3):  # the consumer thread may change the sets while this one reads them
+        try:
+            held.update(r.id for r in (*state.reserved_requests, *state.active_requests, *state.scheduled_requests))
+            break
+        except RuntimeError:
+            continue
+    return held
+
+
 class Heartbeat:
     def __init__(self, client: redis.Redis, name: str, queues: list[str], memory_tier: str | None = None) -> None:
         self.client, self.key = client, PREFIX + name
@@ -34,7 +52,7 @@ class Heartbeat:
         return self
 
     def beat(self) -> None:
-        self.client.set(self.key, json.dumps(self.about | {"running": sorted(RUNNING)}), ex=TTL_S)
+        self.client.set(self.key, json.dumps(self.about | {"running": sorted(held_task_ids())}), ex=TTL_S)
 
     def _run(self) -> None:
         while not self._stop.wait(BEAT_S):

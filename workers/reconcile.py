@@ -3,7 +3,10 @@ hold, and put both right.
 
 A row is *stale* when it is queued, processing or repairing, has been untouched
 for the grace period, and its task id is nowhere: not in a broker queue, not
-delivered and unacknowledged, not running on a live worker. Jobs are
+held by a live worker, not delivered recently. A delivery that no live worker
+holds for longer than the grace is *lost* (its worker died holding it): the
+broker would hand it back only after the visibility timeout (hours), so the
+reconciler sends the work again at once and removes the stale delivery. Jobs are
 idempotent, so sending such a row again is safe even when the reconciler is
 wrong. A ready document is *damaged* when its chunks or its memory are
 missing (or, with ``verify``, fail their checksums); it is marked repairing,
@@ -13,6 +16,7 @@ stays answerable, and an ingestion task rebuilds only what is missing.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,11 +28,12 @@ from core.settings import Settings, get_settings
 from store import db
 from store.db import Document, KnowledgeBase, Query, Status
 from workers.app import CONTROL, QUEUES
-from workers.liveness import live_workers
+from workers.liveness import BEAT_S, live_workers
 
-IN_FLIGHT = (Status.queued, Status.processing, Status.repairing)
+IN_FLIGHT = (Status.queued, Status.processing, Status.repairing, Status.waiting)
 LOCK = "memorag:reconcile:lock"
 PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport keeps each priority level in "<queue>\x06\x16<n>"
+UNACKED, UNACKED_INDEX = "unacked", "unacked_index"  # kombu's deliveries: tag -> message, tag -> when delivered
 
 
 @dataclass
@@ -37,6 +42,7 @@ class Findings:
 
     stale_documents: list[str] = field(default_factory=list)
     stale_queries: list[str] = field(default_factory=list)
+    lost_deliveries: dict[str, str] = field(default_factory=dict)  # delivery tag -> task id (no live worker has it)
     damaged: dict[str, str] = field(default_factory=dict)  # document -> what is missing
     repairing: list[str] = field(default_factory=list)  # documents being rebuilt now (before this pass)
     fixed: bool = False
@@ -49,15 +55,25 @@ class Findings:
         return not (self.stale_documents or self.stale_queries or self.damaged)
 
 
-def live_task_ids(client: redis.Redis) -> set[str]:
-    """Every task id the broker or a worker still holds: queued, delivered and unacknowledged, or running."""
+def live_task_ids(client: redis.Redis, grace_s: float, lost: dict[str, str] | None = None) -> set[str]:
+    """Every task id the broker or a live worker still holds: queued, held by a live worker, or delivered less
+    than ``grace_s`` ago (its worker may not have said so yet). Older deliveries no live worker holds go in
+    ``lost`` (delivery tag -> task id)."""
     ids: set[str] = set()
     for queue in (*QUEUES, CONTROL):
         for key in [queue.encode(), *client.scan_iter(f"{queue}{PRIORITY_SEP}*")]:
             ids.update(_task_id(raw) for raw in client.lrange(key, 0, -1))
-    ids.update(_task_id(raw, delivered=True) for raw in client.hvals("unacked"))
-    for worker in live_workers(client):
-        ids.update(worker.get("running", []))
+    held = {task for worker in live_workers(client) for task in worker.get("running", [])}
+    ids |= held
+    # A worker names what it holds within a beat of receiving it, and a dead worker's key outlives it by TTL_S.
+    cutoff = time.time() - max(grace_s, 2 * BEAT_S)
+    delivered = dict(client.zrange(UNACKED_INDEX, 0, -1, withscores=True))
+    for tag, raw in client.hgetall(UNACKED).items():
+        task = _task_id(raw, delivered=True)
+        if task in held or delivered.get(tag, 0.0) > cutoff or not task:
+            ids.add(task)
+        elif lost is not None:
+            lost[tag.decode()] = task
     ids.discard("")
     return ids
 
@@ -83,10 +99,12 @@ def reconcile(
         raise TimeoutError("another reconcile pass is running; try again in a minute")
     try:
         findings = Findings(fixed=fix)
-        _find_stale(findings, live_task_ids(client), kb_id, settings.reconcile_grace_s)
+        live = live_task_ids(client, settings.reconcile_grace_s, findings.lost_deliveries)
+        _find_stale(findings, live, kb_id, settings.reconcile_grace_s)
         _find_damaged(findings, stores, kb_id, verify=verify, memories=stores.memories.durable)
         if fix:
-            _send_again(findings)
+            _send_again(findings, settings)
+            _forget(client, findings.lost_deliveries)
         return findings
     finally:
         if lock is not None and lock.owned():
@@ -137,7 +155,14 @@ def _memory_problem(store, kb: str, doc: str, verify: bool) -> str | None:
     return store.verify(kb, doc)
 
 
-def _send_again(findings: Findings) -> None:
+def _forget(client: redis.Redis, lost: dict[str, str]) -> None:
+    """Drop lost deliveries, so the broker does not hand them back after the visibility timeout as well (the
+    work was sent again; were both to run, the first answer stands)."""
+    if lost:
+        client.pipeline().zrem(UNACKED_INDEX, *lost).hdel(UNACKED, *lost).execute()
+
+
+def _send_again(findings: Findings, settings: Settings) -> None:
     """New task ids on the rows, committed before the messages go (a fast worker must find the row)."""
     from workers.tasks import answer, ingest
 

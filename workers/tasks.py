@@ -42,17 +42,21 @@ def reindex(self: Task, kb_id: int) -> dict:
 
 
 @app.task(name="memorag.reconcile", bind=True, **RETRY)
-def reconcile(self: Task) -> dict:
-    """Beat's periodic pass: send again what was lost, rebuild what the stores dropped."""
+def reconcile(self: Task, kb_id: int | None = None) -> dict:
+    """Beat's periodic pass (or one knowledge base's, asked for by a question that found it damaged): send
+    again what was lost, rebuild what the stores dropped."""
     from workers.reconcile import reconcile as run
     from workers.runtime import runtime
 
-    return run(runtime()).as_dict()
+    return run(runtime(), kb_id=kb_id).as_dict()
 
 
 @app.task(name="memorag.answer", bind=True, **RETRY)
 def answer(self: Task, query_id: int) -> dict:
-    return jobs.answer_query(query_id)
+    try:
+        return jobs.answer_query(query_id)
+    except jobs.WaitForRepair as wait:  # the same task id, held by this worker until then: never seen as lost
+        raise self.retry(countdown=wait.countdown, max_retries=None) from None
 
 
 @app.task(name="memorag.retrain", bind=True, **RETRY)

@@ -37,7 +37,7 @@ QUESTIONS = [
     "How does the author describe good writing?",
     "What is said about luck?",
 ]
-IN_FLIGHT = ("queued", "processing", "repairing")
+IN_FLIGHT = ("queued", "processing", "repairing", "waiting for repair")
 
 
 # documents and the ledger -------------------------------------------------------------------------------------

@@ -163,7 +163,7 @@ def inconsistent_rows(timeout: float = 300) -> tuple[int, int]:
             queries = list(s.exec(select(db.Query)))
             answered = set(s.exec(select(db.Answer.query_id)))
             kbs = set(s.exec(select(db.KnowledgeBase.id)))
-        if not any(r.status in ("queued", "processing", "repairing") for r in [*docs, *queries]):
+        if not any(r.status in ("queued", "processing", "repairing", "waiting for repair") for r in [*docs, *queries]):
             break
         time.sleep(1.0)
     bad = 0
