@@ -57,7 +57,7 @@ def _is_ours(path: Path, pid: int) -> bool:
         process = psutil.Process(pid)
         if process.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
             return False
-        return process.create_time() <= path.stat().st_mtime + 1.0
+        return process.create_time() <= path.stat().st_mtime + 5.0  # the boot time psutil adds is rounded
     except (psutil.NoSuchProcess, psutil.AccessDenied, FileNotFoundError):
         return False
 

@@ -129,7 +129,7 @@ def poison(d: Deployment, kb: str = "rec-poison", timeout: float = 600) -> dict:
         attempts = _row("d", bad.id).attempts
         try:
             _kill_when(
-                d, "w1", lambda a=attempts: (r := _row("d", bad.id)).status == "failed" or r.attempts > a, timeout=60
+                d, "w1", lambda a=attempts: (r := _row("d", bad.id)).status == "failed" or r.attempts > a, timeout=240
             )
         except TimeoutError:
             break
