@@ -40,6 +40,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def aware(when: datetime) -> datetime:
+    """SQLite hands datetimes back without their zone; they were written in UTC."""
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 class Status(StrEnum):
     queued = "queued"
     processing = "processing"

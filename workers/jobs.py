@@ -10,7 +10,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC
 from typing import Any
 
 from sqlmodel import select
@@ -241,7 +240,7 @@ REPAIR_POLL_S = 5.0
 
 def _under_repair(rt, s, kb: KnowledgeBase, ready: list[int]) -> list[str]:
     """The knowledge base's answerable documents that are being rebuilt or whose chunks the index lacks."""
-    docs = [s.get(Document, i) for i in ready]
+    docs = s.exec(select(Document).where(Document.id.in_(ready))).all()  # one query on every question's path
     held = rt.index.document_counts(kb.name, [doc_key(i) for i in ready])
     return [d.public_id for d in docs if d.status == Status.repairing or held[d.public_id] < (d.chunk_count or 0)]
 
@@ -249,7 +248,7 @@ def _under_repair(rt, s, kb: KnowledgeBase, ready: list[int]) -> list[str]:
 def _wait_for_repair(s, query: Query, kb: KnowledgeBase, damaged: list[str], settings) -> dict[str, Any]:
     """Wait (the task is sent again) while the knowledge base is repaired, and ask for the repair; past
     ``repair_wait_s`` end with an error that says so: never a decline about documents that are being rebuilt."""
-    waited = (db.utcnow() - _aware(query.created_at)).total_seconds()
+    waited = (db.utcnow() - db.aware(query.created_at)).total_seconds()
     names = ", ".join(damaged[:5]) + (f" and {len(damaged) - 5} more" if len(damaged) > 5 else "")
     if waited > settings.repair_wait_s:
         query.status, query.finished_at = Status.failed, db.utcnow()
@@ -267,10 +266,6 @@ def _wait_for_repair(s, query: Query, kb: KnowledgeBase, damaged: list[str], set
     s.add(query)
     s.commit()
     raise WaitForRepair(query.public_id, REPAIR_POLL_S)
-
-
-def _aware(when):
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def poisoned(row: Document | Query, settings) -> str:

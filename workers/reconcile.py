@@ -119,10 +119,10 @@ def _find_stale(findings: Findings, live: set[str], kb_id: int | None, grace_s: 
     for doc in docs:
         if doc.status == Status.repairing and doc.task_id in live:
             findings.repairing.append(doc.public_id)
-        elif doc.task_id not in live and _aware(doc.updated_at) < cutoff:
+        elif doc.task_id not in live and db.aware(doc.updated_at) < cutoff:
             findings.stale_documents.append(doc.public_id)
     for query in queries:
-        touched = _aware(query.started_at or query.created_at)
+        touched = db.aware(query.started_at or query.created_at)
         if query.task_id not in live and touched < cutoff:
             findings.stale_queries.append(query.public_id)
 
@@ -195,8 +195,3 @@ def _send_again(findings: Findings, settings: Settings) -> None:
 
 def _scoped(query, table, kb_id: int | None):
     return query if kb_id is None else query.where(table.kb_id == kb_id)
-
-
-def _aware(when: datetime) -> datetime:
-    """SQLite hands datetimes back without their zone; they were written in UTC."""
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
