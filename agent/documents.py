@@ -40,7 +40,7 @@ def read_document(path: str | Path, max_mb: float = 20.0, max_pages: int = 2000)
 
 
 def _pdf_text(path: Path, raw: bytes, max_pages: int) -> str:
-    """Text of a PDF's pages, one paragraph break between pages."""
+    """Text of a PDF's pages; a form feed on its own line between pages, so a chunk knows its page."""
     import io
 
     from pypdf import PdfReader
@@ -59,7 +59,7 @@ def _pdf_text(path: Path, raw: bytes, max_pages: int) -> str:
         if isinstance(exc, BadDocument):
             raise
         raise BadDocument(f"{path}: not a readable PDF ({type(exc).__name__})") from None
-    text = "\n\n".join(p.strip() for p in pages if p.strip())
+    text = "\n\f\n".join(p.strip() for p in pages)  # empty pages too: the count is the page number
     if not text.strip():
         raise BadDocument(f"{path}: the PDF has no extractable text (scanned pages need OCR first)")
     return text

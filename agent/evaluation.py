@@ -121,6 +121,8 @@ class EvalConfig:
     # auto, extract, generate are agent.reader's paths. Each reader is a row ("memorag/auto") on the same evidence.
     readers: tuple[str, ...] = ("none",)
     unanswerable: bool = False  # ask each document's questions of the next document: the answer is not there
+    retrieval: str = "hybrid"  # "dense": the embedding alone; "hybrid": BM25 beside it (MEMORAG_RETRIEVAL)
+    context: bool = True  # chunks carry their title > headings (False: the bare passage, as before)
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.modes if m not in MODES]
@@ -129,6 +131,8 @@ class EvalConfig:
         if self.fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {self.fusion!r}; choose from {', '.join(FUSIONS)}")
         order_evidence([], self.evidence_order)  # refuses an unknown order before any work starts
+        if self.retrieval not in ("dense", "hybrid"):
+            raise ValueError(f"unknown retrieval {self.retrieval!r}; choose dense or hybrid")
         unknown = [r for r in self.readers if r not in ("none", *reader.READERS)]
         if unknown or not self.readers:
             raise ValueError(
@@ -287,12 +291,19 @@ class Harness:
 
     def index_document(self, sample: Sample) -> tuple[str, list]:
         kb = f"{CACHE_KB}-{self.memory_key(sample.text).split('-')[0]}"
-        chunks = chunk_document(
-            sample.doc_id, sample.text, self.lm.tokenizer, self.config.chunk_tokens, self.config.overlap
-        )
+        kb += f"-{self.config.retrieval}-{'ctx' if self.config.context else 'bare'}"
+        chunks = self.chunks_of(sample)
         self.index.drop(kb)
-        self.index.upsert(kb, chunks, self.embedder.encode([c.text for c in chunks]))
+        self.index.upsert(kb, chunks, self.embedder.encode([c.searchable for c in chunks]))
         return kb, chunks
+
+    def chunks_of(self, sample: Sample) -> list:
+        """The sample's chunks as the configuration cuts them (with or without their context)."""
+        cut = chunk_document(
+            sample.doc_id, sample.text, self.lm.tokenizer, self.config.chunk_tokens, self.config.overlap,
+            name=sample.doc_id,
+        )  # fmt: skip
+        return cut if self.config.context else [replace(c, context="") for c in cut]
 
     def full_context(self, text: str, question: str) -> str:
         """The document cut in the middle to what fits the generator's window, as LongBench does."""
@@ -323,8 +334,10 @@ class Harness:
         if mode == "memorag":
             clues = programs.write_clues(LocalBackend(self.lm, memory), question.text)
             clock.lap("clues")
-        spans, k, fusion = [clues.quote()], self.config.k, self.config.fusion
-        found = retrieve(self.index, self.embedder, kb, question.text, clues.hints(), spans=spans, k=k, fusion=fusion)
+        spans, k, fusion, hybrid = [clues.quote()], self.config.k, self.config.fusion, self.config.retrieval == "hybrid"
+        found = retrieve(
+            self.index, self.embedder, kb, question.text, clues.hints(), spans=spans, k=k, fusion=fusion, hybrid=hybrid
+        )
         clock.lap("retrieval")
         return [self._read(mode, name, sample, question, chunks, found, clock.stages) for name in self.config.readers]
 
@@ -492,6 +505,7 @@ class Harness:
         texts = {s.doc_id: s.text for s in documents}
         digest = hashlib.sha256("\n".join(f"{d}:{self.memory_key(t)}" for d, t in texts.items()).encode())
         kb = f"{CACHE_KB}kb-{digest.hexdigest()[:16]}-c{self.config.chunk_tokens}-o{self.config.overlap}"
+        kb += f"-{self.config.retrieval}-{'ctx' if self.config.context else 'bare'}"
         say(f"indexing {len(documents)} documents")
         chunks = self._index_kb(kb, documents)
         if "memorag" in modes:
@@ -499,7 +513,7 @@ class Harness:
                 say(f"{sample.doc_id}: memory")
                 memory = self.memory_for(sample, report)
                 save_memory(self.store, kb, sample.doc_id, memory)
-        settings = self.settings.model_copy(update={"top_k": self.config.k})
+        settings = self.settings.model_copy(update={"top_k": self.config.k, "retrieval": self.config.retrieval})
         doc_ids = list(texts)
         try:
             for question, doc in asked:
@@ -518,10 +532,8 @@ class Harness:
         self.index.drop(kb)
         chunks = {}
         for sample in documents:
-            cut = chunk_document(
-                sample.doc_id, sample.text, self.lm.tokenizer, self.config.chunk_tokens, self.config.overlap
-            )
-            self.index.upsert(kb, cut, self.embedder.encode([c.text for c in cut]))
+            cut = self.chunks_of(sample)
+            self.index.upsert(kb, cut, self.embedder.encode([c.searchable for c in cut]))
             chunks[sample.doc_id] = cut
         return chunks
 

@@ -5,7 +5,13 @@ period in the last portion, an empty string is returned" sits under
 "path.extname(path)"), so the reader scores each sentence together with the
 headings above it. Markdown (``#`` headings and setext underlines) and
 reStructuredText/plain-text underlined titles are recognised; a document with
-no headings is titled by its first line.
+no headings is titled by its first line. A short line that is mostly a date
+("Session 3 (2023/05/20)", "DATE: 8 May, 2023") heads what follows it until the
+next such line, as a conversation's session header does; it never titles.
+
+``chunk_context`` is what a retrieved chunk carries of this (title, heading
+path, the PDF page, the speaker of a turn it starts inside), so a question
+that names a document, a section or a date finds the chunk that does not.
 """
 
 from __future__ import annotations
@@ -22,6 +28,20 @@ _UNDERLINED = re.compile(r"^([^\n]*\S[^\n]*)\n([=\-~^\"'`*+#])\2{2,}[ \t]*$", re
 _CODE_FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 _MARKUP = re.compile(r"[`*_]+|<!--.*?-->|\[([^\]]*)\]\[[^\]]*\]")
 MAX_HEADING = 120
+DATE_LEVEL = 9  # below every Markdown or underlined level: a session date heads only its own session
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+DATE = re.compile(
+    rf"\b(?:\d{{4}}[-/.]\d{{1,2}}[-/.]\d{{1,2}}|\d{{1,2}}(?:st|nd|rd|th)?\s+{_MONTH},?\s+\d{{4}}|"
+    rf"{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}})\b",
+    re.IGNORECASE,
+)
+# Words a session header holds beside its date: "Session 3", "DATE:", "(Sat) 02:21", "1:56 pm on".
+_HEADER_WORDS = re.compile(
+    r"\b(?:session|date|time|chat|conversation|on|at|am|pm|mon|tue|wed|thu|fri|sat|sun)[a-z]*\b|[\d:()\[\]#*,.\-/]+",
+    re.IGNORECASE,
+)
+_LINE = re.compile(r"^[^\n]{4,80}$", re.MULTILINE)
+_TURN = re.compile(r"^([A-Z][\w .'-]{0,40}):\s", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -35,6 +55,7 @@ class Heading:
 class Outline:
     title: str
     headings: tuple[Heading, ...]
+    titled: bool = True  # the title is a heading (not the first line)
 
     def path_at(self, char: int) -> tuple[str, ...]:
         """The headings that enclose ``char``, outermost first (the title is not repeated)."""
@@ -77,9 +98,58 @@ def _outline_cached(_digest: str, text: str) -> Outline:
             continue
         level = levels.setdefault(m.group(2), len(levels) + 1)
         found.append(Heading(m.start(), level, _clean(line)))
+    taken = {h.start for h in found}
+    for m in _LINE.finditer(text):
+        if m.start() not in taken and not in_code(m.start()) and _is_date_line(m.group(0)):
+            found.append(Heading(m.start(), DATE_LEVEL, _clean(m.group(0).strip().lstrip("#").strip())))
     found = sorted((h for h in found if h.text), key=lambda h: h.start)
-    if found and found[0].level == min(h.level for h in found):
-        title = found[0].text
+    titled = [h for h in found if h.level < DATE_LEVEL]
+    if titled and titled[0].level == min(h.level for h in titled):
+        title = titled[0].text
     else:
         title = _clean(next((line for line in text.splitlines() if line.strip()), ""))
-    return Outline(title, tuple(found))
+    return Outline(title, tuple(found), bool(titled))
+
+
+def _is_date_line(line: str) -> bool:
+    """A line that is a date and little else: a session header, not a sentence that mentions a date."""
+    match = DATE.search(line)
+    if match is None:
+        return False
+    rest = _HEADER_WORDS.sub(" ", line[: match.start()] + " " + line[match.end() :])
+    return len(rest.split()) <= 1
+
+
+def chunk_context(text: str, char: int, name: str = "", *, chunk_text: str = "") -> str:
+    """What a chunk starting at ``char`` stands under: ``title > headings``, the PDF page, the turn's speaker.
+
+    The title is the first heading, else ``name`` (the file's), else the first line. PDF pages are
+    separated by form feeds (``agent.documents``). ``chunk_text``: the chunk itself, so a speaker it
+    names at its start is not repeated.
+    """
+    where = outline(text)
+    title = where.title if where.titled or not name else name
+    parts = [title, *where.path_at(char)] if title else list(where.path_at(char))
+    context = " > ".join(dict.fromkeys(p for p in parts if p))
+    if "\f" in text:
+        context += f" (page {text.count(chr(12), 0, char) + 1})"
+    speaker = _speaker_at(text, char) if not _TURN.match(chunk_text) else ""
+    if speaker:
+        context += f" - {speaker}:"
+    return context.strip()
+
+
+def _speaker_at(text: str, char: int) -> str:
+    """The speaker whose turn ``char`` falls inside, for a transcript (most of its lines are turns)."""
+    turns = _turns(hashlib.sha1(text.encode()).hexdigest(), text)
+    if not turns:
+        return ""
+    at = bisect.bisect_right([t[0] for t in turns], char) - 1
+    return turns[at][1] if at >= 0 else ""
+
+
+@lru_cache(maxsize=64)
+def _turns(_digest: str, text: str) -> tuple[tuple[int, str], ...]:
+    found = tuple((m.start(), m.group(1).strip()) for m in _TURN.finditer(text))
+    lines = sum(1 for line in text.splitlines() if line.strip())
+    return found if lines and len(found) >= 0.3 * lines else ()

@@ -1,8 +1,8 @@
 """The MemoRAG flow on one screen: memorize a document, answer a question.
 
-memorize:  text -> chunks -> embeddings -> vector index
+memorize:  text -> chunks (each with its title > headings) -> embeddings + BM25 -> vector index
                 -> windowed KV compression -> GlobalMemory -> MemoryStore
-answer:    route to the knowledge base's most relevant documents
+answer:    route to the knowledge base's most relevant documents (chunk votes: dense + BM25 over text and context)
                 -> MemoryStore -> GlobalMemory (rebuilt from text if missing or stale)
                 -> clue programs (spans, questions, draft) on each memory
                 -> retrieval over the whole knowledge base: question + clues anchored to it, fused
@@ -83,11 +83,13 @@ def memorize_document(
     return memory, n_chunks
 
 
-def index_document(lm: LoadedModel, embedder: Embedder, index: VectorIndex, kb: str, doc_id: str, text: str) -> int:
-    """Replace the document's chunks in the index; returns how many it has."""
-    chunks = chunk_document(doc_id, text, lm.tokenizer)
+def index_document(
+    lm: LoadedModel, embedder: Embedder, index: VectorIndex, kb: str, doc_id: str, text: str, name: str = ""
+) -> int:
+    """Replace the document's chunks (each with its title and headings) in the index; returns how many."""
+    chunks = chunk_document(doc_id, text, lm.tokenizer, name=name)
     index.delete_document(kb, doc_id)
-    index.upsert(kb, chunks, embedder.encode([c.text for c in chunks]))
+    index.upsert(kb, chunks, embedder.encode([c.searchable for c in chunks]))
     return len(chunks)
 
 
@@ -122,12 +124,20 @@ def recall(
 
 
 def route_documents(
-    index: VectorIndex, embedder: Embedder, kb: str, question: str, doc_ids: list[str], *, limit: int, depth: int = 50
+    index: VectorIndex,
+    embedder: Embedder,
+    kb: str,
+    question: str,
+    doc_ids: list[str],
+    *,
+    limit: int,
+    depth: int = 50,
+    hybrid: bool = False,
 ) -> list[str]:
-    """The ``limit`` documents among ``doc_ids`` whose chunks rank highest for the question."""
+    """The ``limit`` documents among ``doc_ids`` whose chunks (titles and headings with them) rank highest."""
     if len(doc_ids) <= limit:
         return list(doc_ids)
-    hits = index.search(kb, embedder.encode([question]), depth)[0]
+    hits = index.search(kb, embedder.encode([question]), depth, texts=[question] if hybrid else None)[0]
     position = {doc: i for i, doc in enumerate(doc_ids)}
     ranking = [chunk.doc_id for chunk, _ in hits if chunk.doc_id in position]
     votes = rrf([ranking])  # a document collects the reciprocal ranks of its chunks
@@ -165,7 +175,8 @@ def answer(
         timings[stage] = timings.get(stage, 0.0) + now - clock
         clock = now
 
-    docs = route_documents(index, embedder, kb, question, doc_ids, limit=settings.route_docs)
+    hybrid = settings.retrieval == "hybrid"
+    docs = route_documents(index, embedder, kb, question, doc_ids, limit=settings.route_docs, hybrid=hybrid)
     lap("route")
     reads_memory = clues or task == "qa"
     recalled = [recall(store, kb, doc, lm, text_of=text_of, settings=settings) for doc in docs] if reads_memory else []
@@ -190,7 +201,7 @@ def answer(
     # A summary of what the user asked about retrieves for that; an empty request, for the key points.
     query = question if question.strip() or task == "memorag" else "key points of the document"
     fusion = adapters.loaded_fusion(lm) or DEFAULT_FUSION  # a trained span writer brings the fusion it was gated with
-    evidence = retrieve(index, embedder, kb, query, hints, spans=quotes, k=k, fusion=fusion)
+    evidence = retrieve(index, embedder, kb, query, hints, spans=quotes, k=k, fusion=fusion, hybrid=hybrid)
     hints = [*(line for quote in quotes for line in quote.splitlines()), *hints]
     lap("retrieval")
     reading = read(lm, query, evidence, task=task, settings=settings, embedder=embedder, text_of=text_of)

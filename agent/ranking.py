@@ -18,7 +18,6 @@ tell an off-topic question from an answerable one).
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from collections import Counter
@@ -27,27 +26,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from store.lexical import STOPWORDS, LexicalIndex, stem, tokens
+
 SIGNALS = ("lexical", "dense", "coverage", "rank", "typed")
 
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")
-_TOKEN = re.compile(r"[A-Za-z0-9_]+(?:[.:/-][A-Za-z0-9_]+)*")
 # Code-looking words: snake_case, dotted.names, CamelCase inside, ALLCAPS_WITH, call(), --flags, /paths.
 _IDENTIFIER = re.compile(
     r"`([^`]{1,60})`|[\"“']([^\"”']{2,60})[\"”']|"
     r"(\b[A-Za-z_][\w]*(?:_[\w]+|\.[A-Za-z_]\w*)+(?:\(\))?|\b[a-z]+[A-Z]\w*|\b[A-Z]{2,}[A-Z0-9_]*\b|--?[a-z][\w-]+)"
 )
-_STOPWORDS = (
-    "a an the of in on at to for from by with and or but is are was were be been being do does did has have had "
-    "it its this that these those there their they them he she his her him we our you your i me my what which who "
-    "whom whose when where why how many much as into about over under after before than then so not no yes can "
-    "could would should will shall may might must also if up out one first last name names"
-)
-# What a long question asks the reader to do, not what the answer is about ("Summarize what happened to X").
-_INSTRUCTIONS = (
-    "summarize summarise summary discuss discussed discussion describe explain happened happen say said says "
-    "talk talked tell told mention mentioned"
-)
-STOPWORDS = frozenset(_STOPWORDS.split()) | frozenset(_INSTRUCTIONS.split())
 
 
 @dataclass(frozen=True)
@@ -67,24 +55,8 @@ class Weights:
 DEFAULT_WEIGHTS = Weights()
 
 
-def stem(word: str) -> str:
-    """Words cut to four letters: built, builder and building meet (crude, but it needs no lexicon)."""
-    return word.replace("’", "'").removesuffix("'s")[:4]
-
-
 def content_words(text: str) -> list[str]:
     return [stem(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
-
-
-def tokens(text: str) -> list[str]:
-    """BM25 terms: words stemmed, identifiers kept whole as well as in their parts."""
-    out: list[str] = []
-    for token in _TOKEN.findall(text.lower()):
-        parts = [p for p in re.split(r"[._:/-]+", token) if p]
-        if len(parts) > 1 or "_" in token:
-            out.append(token)
-        out += [stem(p) for p in parts if p not in STOPWORDS]
-    return out
 
 
 def identifiers(question: str) -> list[str]:
@@ -96,23 +68,14 @@ def identifiers(question: str) -> list[str]:
 
 
 def lexical(question: str, texts: Sequence[str]) -> np.ndarray:
-    """BM25 (bm25s) over ``texts`` as their own corpus, scaled so the best is 1 (0 when nothing matches)."""
-    import bm25s
-
-    logging.getLogger("bm25s").setLevel(logging.WARNING)  # its import sets DEBUG, and it logs every index it builds
+    """BM25 over ``texts`` as their own corpus, scaled so the best is 1 (0 when nothing matches)."""
     if not texts:
         return np.zeros(0, dtype=np.float32)
-    corpus = [tokens(t) or ["_"] for t in texts]
-    index = bm25s.BM25()
-    index.index(corpus, show_progress=False)
-    vocabulary = {t for doc in corpus for t in doc}
-    asked = [t for t in tokens(question) if t in vocabulary]
-    if not asked:
-        return np.zeros(len(texts), dtype=np.float32)
-    scores = np.asarray(index.get_scores(asked), dtype=np.float32)
-    extra = [t for t in identifiers(question) if t in vocabulary]
-    if extra:  # an identifier the question names is the strongest evidence of the right place
-        scores = scores + np.asarray(index.get_scores(extra), dtype=np.float32)
+    index = LexicalIndex(texts)
+    scores = index.scores(question)
+    extra = identifiers(question)
+    if any(t in index.vocabulary for t in extra):  # an identifier the question names is the strongest evidence
+        scores = scores + index.scores(extra)
     top = float(scores.max())
     return scores / top if top > 0 else scores
 

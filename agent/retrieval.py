@@ -18,6 +18,7 @@ import numpy as np
 
 from agent import choices
 from agent.choices import EVIDENCE_ORDERS
+from agent.outline import chunk_context
 from store.vectors import Chunk, VectorIndex, rrf
 
 DEFAULT_CHUNK_TOKENS = 256
@@ -45,8 +46,12 @@ def chunk_document(
     tokenizer,
     target_tokens: int = DEFAULT_CHUNK_TOKENS,
     overlap_tokens: int = DEFAULT_OVERLAP_TOKENS,
+    *,
+    name: str = "",
 ) -> list[Chunk]:
-    """Pack paragraphs or speaker turns into chunks of at most ``target_tokens``.
+    """Pack paragraphs or speaker turns into chunks of at most ``target_tokens``, each with its context.
+
+    ``name``: the document's (file) name, its title when it has no headings.
 
     A block too long for one chunk is split at sentences, and a sentence too
     long at token boundaries. The next chunk starts with up to
@@ -86,7 +91,9 @@ def chunk_document(
         cs, ce, ts, te = pieces[i][0], pieces[j - 1][1], pieces[i][2], pieces[j - 1][3]
         raw = text[cs:ce]
         lead = len(raw) - len(raw.lstrip())  # character offsets are the stripped text's: citations quote them
-        chunks.append(Chunk(doc_id, len(chunks), raw.strip(), cs + lead, cs + lead + len(raw.strip()), ts, te))
+        body, start = raw.strip(), cs + lead
+        context = chunk_context(text, start, name, chunk_text=body)
+        chunks.append(Chunk(doc_id, len(chunks), body, start, start + len(body), ts, te, context))
         if j >= len(pieces):
             break
         back = j  # start the next chunk with whole pieces from this one's tail, within the overlap budget
@@ -217,10 +224,12 @@ def retrieve(
     k: int = 5,
     depth: int = 20,
     fusion: str | Fusion = DEFAULT_FUSION,
+    hybrid: bool = False,
 ) -> list[Evidence]:
     """Search with the question and every clue, fuse (see ``Fusion``), return top-k in document order.
 
-    ``spans``: quotes of evidence, one per memory, its lines separated by newlines.
+    ``spans``: quotes of evidence, one per memory, its lines separated by newlines. ``hybrid``: each search
+    is BM25 beside the vector (``VectorIndex.search`` with texts), so exact terms and headings count.
     """
     if isinstance(fusion, str) and fusion not in FUSIONS:
         raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
@@ -236,7 +245,8 @@ def retrieve(
         moved = vectors[0] + plan.rocchio * vectors[1:].mean(axis=0)
         vectors = (moved / np.linalg.norm(moved))[None].astype(np.float32)
         quotes, clues, texts = [], [], []
-    ranked = index.search(kb, vectors, depth)
+    searched = [question, *texts][: len(vectors)]
+    ranked = index.search(kb, vectors, depth, texts=searched if hybrid else None)
     by_id = {chunk.id: chunk for hits in ranked for chunk, _ in hits}
     rankings = [[chunk.id for chunk, _ in hits] for hits in ranked]
     if plan.clue_share is None:

@@ -95,6 +95,14 @@ COLUMNS = (
     "'ask' takes (routing, memories, retrieval, reader); reports routing beside the rest. kbqa sets need it.",
 )
 @click.option(
+    "--retrieval",
+    type=click.Choice(["hybrid", "dense"]),
+    default=None,
+    help="hybrid: BM25 over each chunk and its title/headings beside the embedding; dense: the embedding "
+    "alone (default: MEMORAG_RETRIEVAL).",
+)
+@click.option("--no-context", is_flag=True, help="Chunks without their title and heading path (the bare passage).")
+@click.option(
     "--split",
     type=click.Choice(["dev", "test"]),
     default=None,
@@ -121,6 +129,8 @@ def eval_(
     readers: str,
     unanswerable: bool,
     kb_mode: bool,
+    retrieval: str | None,
+    no_context: bool,
     split: str | None,
     json_out: Path | None,
 ) -> None:
@@ -149,6 +159,8 @@ def eval_(
         evidence_order=evidence_order,
         readers=tuple(r.strip() for r in readers.split(",") if r.strip()),
         unanswerable=unanswerable,
+        retrieval=retrieval or settings.retrieval,
+        context=not no_context,
     )
     if fmt == "kbqa" and not kb_mode:
         raise click.UsageError("a kbqa set is asked as one knowledge base: add --kb")

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # How long a question waits for its knowledge base's repair before it ends with an error saying so.
     repair_wait_s: Positive = 600
     route_docs: Positive = 3
+    # How chunks are searched: BM25 over each chunk and its title/headings beside the embedding, fused by
+    # rank ("hybrid"), or the embedding alone ("dense"). docs/evaluation.md has the comparison.
+    retrieval: Literal["hybrid", "dense"] = "hybrid"
     top_k: Annotated[int, Field(ge=1, le=50)] = 5
     # RLGF: beat runs `retrain` every RETRAIN_INTERVAL seconds; it trains only once this much new feedback arrived.
     retrain_interval: Positive = 3600

@@ -19,19 +19,26 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Protocol
 from urllib.parse import quote
 
 import numpy as np
 import redis
 
+from store.lexical import LexicalIndex
 from store.tracking import KeyWatch
 
 
 @dataclass(frozen=True)
 class Chunk:
-    """A passage of a document; token spans are in the memory model's tokens."""
+    """A passage of a document; token spans are in the memory model's tokens.
+
+    ``context`` is where it stands (title > headings, page, speaker): searched and shown with the
+    passage, never part of ``text``, so the character offsets quote the document exactly. Chunks
+    stored before it existed read back with none until ``manage.py reindex``.
+    """
 
     doc_id: str
     ordinal: int
@@ -40,10 +47,16 @@ class Chunk:
     char_end: int
     token_start: int
     token_end: int
+    context: str = ""
 
     @property
     def id(self) -> str:
         return f"{self.doc_id}#{self.ordinal}"
+
+    @property
+    def searchable(self) -> str:
+        """What is embedded and indexed lexically: the context line above the passage."""
+        return f"{self.context}\n{self.text}" if self.context else self.text
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -61,8 +74,9 @@ class VectorIndex(Protocol):
 
     def delete_document(self, kb: str, doc_id: str) -> int: ...
 
-    def search(self, kb: str, vectors: np.ndarray, k: int) -> list[Hits]:
-        """One ranked list per query vector, best first, with cosine scores."""
+    def search(self, kb: str, vectors: np.ndarray, k: int, texts: Sequence[str] | None = None) -> list[Hits]:
+        """One ranked list per query vector, best first: cosine scores, or with ``texts`` (one per vector)
+        the hybrid of dense and BM25 rankings fused by reciprocal rank (the fused score)."""
         ...
 
     def count(self, kb: str) -> int: ...
@@ -88,6 +102,16 @@ class _Snapshot:
     ids: list[str]
     chunks: list[Chunk]
     matrix: np.ndarray
+    _lexical: LexicalIndex | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def lexical(self) -> LexicalIndex:
+        """BM25 over the chunks and their context, built on the first lexical search of this version."""
+        with self._lock:
+            if self._lexical is None:
+                self._lexical = LexicalIndex([c.searchable for c in self.chunks])
+            return self._lexical
 
 
 DIGEST_BYTES = 16
@@ -231,18 +255,26 @@ class EmbeddedIndex:
             self._cache[kb] = snap
         return snap
 
-    def search(self, kb: str, vectors: np.ndarray, k: int) -> list[Hits]:
+    def search(self, kb: str, vectors: np.ndarray, k: int, texts: Sequence[str] | None = None) -> list[Hits]:
         snap = self._snapshot(kb)
         queries = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        if texts is not None and len(texts) != len(queries):
+            raise ValueError(f"{len(texts)} query texts but {len(queries)} vectors")
         if not snap.ids:
             return [[] for _ in queries]
         scores = queries @ snap.matrix.T
         k = min(k, len(snap.ids))
         results: list[Hits] = []
-        for row in scores:
+        for n, row in enumerate(scores):
             top = np.argpartition(-row, k - 1)[:k]
             top = top[np.argsort(-row[top])]
-            results.append([(snap.chunks[i], float(row[i])) for i in top])
+            if texts is None:
+                results.append([(snap.chunks[i], float(row[i])) for i in top])
+                continue
+            lexical = snap.lexical.top(texts[n], k)
+            fused = rrf([[int(i) for i in top], lexical])
+            best = sorted(fused, key=lambda i: -fused[i])[:k]
+            results.append([(snap.chunks[i], fused[i]) for i in best])
         return results
 
 

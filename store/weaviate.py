@@ -2,13 +2,16 @@
 
 One collection with multi-tenancy: each knowledge base is a tenant, created
 on demand, so isolation is enforced by the server. Vectors are self-provided
-(the project's embedder).
+(the project's embedder). A search with query texts is Weaviate's own hybrid
+query (BM25 over the searchable text, the passage and its context, beside the
+vector, fused by rank as the embedded index fuses them).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from urllib.parse import urlparse
 
 import numpy as np
@@ -63,14 +66,15 @@ class WeaviateIndex:
         from weaviate.classes.config import Configure, DataType, Property
 
         if self.client.collections.exists(self.collection_name):
-            return
+            return  # one made before contexts gains the property from the first upsert that carries it (auto-schema)
         self.client.collections.create(
             self.collection_name,
             multi_tenancy_config=Configure.multi_tenancy(enabled=True, auto_tenant_creation=True),
             vector_config=Configure.Vectors.self_provided(),
             properties=[
-                Property(name="doc_id", data_type=DataType.TEXT),
+                Property(name="doc_id", data_type=DataType.TEXT, index_searchable=False),  # not a word to match
                 Property(name="text", data_type=DataType.TEXT),
+                Property(name="context", data_type=DataType.TEXT),
                 *[Property(name=f, data_type=DataType.INT) for f in _INT_FIELDS],
             ],
         )
@@ -102,7 +106,12 @@ class WeaviateIndex:
         objects = [
             DataObject(
                 uuid=generate_uuid5(f"{kb}/{chunk.id}"),
-                properties={"doc_id": chunk.doc_id, "text": chunk.text, **{f: getattr(chunk, f) for f in _INT_FIELDS}},
+                properties={
+                    "doc_id": chunk.doc_id,
+                    "text": chunk.text,
+                    "context": chunk.context,
+                    **{f: getattr(chunk, f) for f in _INT_FIELDS},
+                },
                 vector=vector.tolist(),
             )
             for chunk, vector in zip(chunks, vectors, strict=True)
@@ -120,19 +129,32 @@ class WeaviateIndex:
         result = self._collection(kb).data.delete_many(where=Filter.by_property("doc_id").equal(doc_id))
         return int(result.matches)
 
-    def search(self, kb: str, vectors: np.ndarray, k: int) -> list[Hits]:
-        from weaviate.classes.query import MetadataQuery
+    def search(self, kb: str, vectors: np.ndarray, k: int, texts: Sequence[str] | None = None) -> list[Hits]:
+        from weaviate.classes.query import HybridFusion, MetadataQuery
 
         queries = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        if texts is not None and len(texts) != len(queries):
+            raise ValueError(f"{len(texts)} query texts but {len(queries)} vectors")
         if not self._has_tenant(kb):
             return [[] for _ in queries]
         collection = self._collection(kb)
         results: list[Hits] = []
-        for vector in queries:
-            reply = collection.query.near_vector(
-                near_vector=vector.tolist(), limit=k, return_metadata=MetadataQuery(distance=True)
+        for n, vector in enumerate(queries):
+            if texts is None:
+                reply = collection.query.near_vector(
+                    near_vector=vector.tolist(), limit=k, return_metadata=MetadataQuery(distance=True)
+                )
+                results.append([(_chunk(o.properties), 1.0 - float(o.metadata.distance or 0.0)) for o in reply.objects])
+                continue
+            reply = collection.query.hybrid(
+                query=texts[n],
+                vector=vector.tolist(),
+                alpha=0.5,  # the two rankings weigh the same, as in the embedded index
+                fusion_type=HybridFusion.RANKED,
+                limit=k,
+                return_metadata=MetadataQuery(score=True),
             )
-            results.append([(_chunk(o.properties), 1.0 - float(o.metadata.distance or 0.0)) for o in reply.objects])
+            results.append([(_chunk(o.properties), float(o.metadata.score or 0.0)) for o in reply.objects])
         return results
 
     def count(self, kb: str) -> int:
@@ -168,4 +190,5 @@ class WeaviateIndex:
 
 
 def _chunk(props: dict) -> Chunk:
-    return Chunk(doc_id=str(props["doc_id"]), text=str(props["text"]), **{f: int(props[f]) for f in _INT_FIELDS})
+    ints = {f: int(props[f]) for f in _INT_FIELDS}
+    return Chunk(doc_id=str(props["doc_id"]), text=str(props["text"]), context=str(props.get("context") or ""), **ints)

@@ -89,12 +89,18 @@ class Servicer(weaviate_pb2_grpc.WeaviateServicer):
     def Search(self, request, context):
         self.store.requests.append(("Search", request))
         objects = self._objects(request.collection, request.tenant, context)
-        query = _vector(request.near_vector)
+        hybrid = request.HasField("hybrid_search")
+        query = _vector(request.hybrid_search if hybrid else request.near_vector)
         scored = []
         for key, (props, vector) in objects.items():
             cosine = float(query @ vector / (np.linalg.norm(query) * np.linalg.norm(vector) + 1e-9))
             scored.append((cosine, key, props))
         scored.sort(key=lambda x: -x[0])
+        if hybrid:  # Weaviate's ranked fusion: alpha / (60 + dense rank) + (1 - alpha) / (60 + keyword rank)
+            searchable = [
+                p["name"] for p in self.store.schemas[request.collection]["properties"] if p["indexSearchable"]
+            ]
+            scored = self._ranked_fusion(request.hybrid_search, scored, objects, searchable)
         results = []
         for score, key, props in scored[: request.limit or 10]:
             metadata = search_get_pb2.MetadataResult(
@@ -110,6 +116,25 @@ class Servicer(weaviate_pb2_grpc.WeaviateServicer):
             )
             results.append(search_get_pb2.SearchResult(metadata=metadata, properties=properties))
         return search_get_pb2.SearchReply(took=0.001, results=results)
+
+    @staticmethod
+    def _ranked_fusion(hybrid, dense: list, objects: dict, searchable: list[str]) -> list:
+        """Keyword ranking by how many query words each object's searched properties hold (a stand-in for
+        BM25 with the same effect on these tests: an exact term outranks a near vector)."""
+        words = set(re.findall(r"\w+", hybrid.query.lower()))
+        fields = list(hybrid.properties) or searchable
+
+        def hits(props: dict) -> int:
+            held = set(re.findall(r"\w+", " ".join(str(props.get(f, "")) for f in fields).lower()))
+            return len(words & held)
+
+        keyword = sorted((k for k in objects if hits(objects[k][0]) > 0), key=lambda k: -hits(objects[k][0]))
+        alpha = hybrid.alpha_param if hybrid.use_alpha_param else hybrid.alpha
+        fused: dict[str, float] = {}
+        for weight, ranking in ((alpha, [key for _, key, _ in dense]), (1 - alpha, keyword)):
+            for rank, key in enumerate(ranking):
+                fused[key] = fused.get(key, 0.0) + weight / (60 + rank)
+        return sorted(((score, key, objects[key][0]) for key, score in fused.items()), key=lambda x: -x[0])
 
     def BatchDelete(self, request, context):
         self.store.requests.append(("BatchDelete", request))
@@ -173,8 +198,16 @@ class FakeWeaviate:
         h.expect_request(re.compile(r"^/v1/schema/\w+/tenants/[\w-]+$")).respond_with_handler(self._tenant)
         h.expect_request(re.compile(r"^/v1/schema/\w+$"), method="GET").respond_with_handler(self._get_schema)
 
+    @staticmethod
+    def _stored(prop: dict) -> dict:
+        """A property as a real server returns it: with the index settings it filled in."""
+        text = "text" in prop.get("dataType", [])
+        defaults = {"indexFilterable": True, "indexSearchable": text, "indexRangeFilters": False}
+        return defaults | ({"tokenization": "word"} if text else {}) | prop
+
     def _create_schema(self, request: Request) -> Response:
         body = request.get_json()
+        body["properties"] = [self._stored(p) for p in body.get("properties", [])]
         self.store.schemas[body["class"]] = body
         self.store.tenants.setdefault(body["class"], {})
         return Response(json.dumps(body), status=200, content_type="application/json")

@@ -97,8 +97,10 @@ def test_modes_share_chunks_embedder_and_k(harness, tmp_path):
     finally:
         harness.embedder.encode = real_encode
 
-    chunks = chunk_document(sample.doc_id, sample.text, harness.lm.tokenizer, CONFIG.chunk_tokens, CONFIG.overlap)
-    assert encoded[0] == [c.text for c in chunks]  # the document is embedded once, for every mode
+    tokenizer, size, overlap = harness.lm.tokenizer, CONFIG.chunk_tokens, CONFIG.overlap
+    chunks = chunk_document(sample.doc_id, sample.text, tokenizer, size, overlap, name=sample.doc_id)
+    assert encoded[0] == [c.searchable for c in chunks]  # the document is embedded once, for every mode
+    assert all(c.context == sample.doc_id for c in chunks)  # no headings: titled by its name
     assert sum(batch == encoded[0] for batch in encoded) == 1
     ids = {c.id for c in chunks}
     rag, memorag = (next(o for o in report.outcomes if o.mode == m) for m in ("rag", "memorag"))

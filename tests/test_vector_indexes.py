@@ -168,3 +168,39 @@ def test_weaviate_requests_carry_tenant_vectors_and_limit(fake_weaviate):
 def test_rrf_weights_and_ranks():
     fused = rrf([["a", "b"], ["b", "c"]], [2.0, 1.0], k=1)
     assert fused == pytest.approx({"a": 1.0, "b": 2 / 3 + 1 / 2, "c": 1 / 3})
+
+
+def test_hybrid_search_finds_an_exact_term_or_a_heading_the_vector_misses(index, kb):
+    """A question naming an identifier (or the section a passage stands under) finds that passage even when
+    its vector points elsewhere; the context line is searched and comes back with the chunk."""
+    chunks = _fill(index, kb)
+    named = Chunk("doc-c", 0, "the callable begins the response", 0, 32, 0, 6, context="WSGI spec > start_response")
+    index.upsert(kb, [named], _basis(7)[None])
+    query = _basis(1)[None]  # nearest doc-a#1 by vector
+    [dense] = index.search(kb, query, k=2)
+    assert "doc-c#0" not in {c.id for c, _ in dense}
+    [hybrid] = index.search(kb, query, k=2, texts=["what does start_response do"])
+    assert {c.id for c, _ in hybrid} == {"doc-a#1", "doc-c#0"}
+    found = next(c for c, _ in hybrid if c.id == "doc-c#0")
+    assert found == named and found.context == "WSGI spec > start_response"
+    [words] = index.search(kb, _basis(6)[None], k=2, texts=["topic 3"])  # the vector matches nothing stored
+    assert chunks[3] in [c for c, _ in words]
+    with pytest.raises(ValueError, match="query texts"):
+        index.search(kb, query, k=2, texts=["a", "b"])
+
+
+def test_weaviate_hybrid_is_the_servers_own_ranked_fusion_and_the_document_id_is_no_search_term(fake_weaviate):
+    idx = WeaviateIndex(fake_weaviate.url, grpc_port=fake_weaviate.grpc_port)
+    idx.upsert("hybrid-kb", [_chunk("d", 0, "hello world")], _basis(1)[None])
+    fake_weaviate.store.requests.clear()
+    idx.search("hybrid-kb", _basis(1)[None], k=4, texts=["hello"])
+    [(name, search)] = fake_weaviate.store.requests
+    assert name == "Search" and search.HasField("hybrid_search") and search.limit == 4
+    hybrid = search.hybrid_search
+    assert (
+        hybrid.query == "hello" and np.frombuffer(hybrid.vector_bytes or hybrid.vectors[0].vector_bytes, "<f4")[1] == 1
+    )
+    assert hybrid.fusion_type == hybrid.FusionType.FUSION_TYPE_RANKED
+    searchable = {p["name"] for p in fake_weaviate.store.schemas["MemoragChunk"]["properties"] if p["indexSearchable"]}
+    assert searchable == {"text", "context"}
+    idx.close()

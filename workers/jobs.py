@@ -50,7 +50,7 @@ def ingest_document(document_id: int, on_progress: Progress | None = None) -> di
         doc = s.get(Document, document_id)
         if doc is None:
             return {"document": key, "status": "deleted"}
-        scope, text, expected = s.get(KnowledgeBase, doc.kb_id).name, doc.text, doc.chunk_count
+        scope, text, expected, name = s.get(KnowledgeBase, doc.kb_id).name, doc.text, doc.chunk_count, doc.name
         if doc.status == Status.ready and _chunks_intact(rt, scope, key, expected) and _memory_kept(rt, scope, key):
             return _summary(doc)
         if doc.attempts >= rt.settings.max_deliveries:  # every delivery so far killed its worker: never loop
@@ -69,7 +69,7 @@ def ingest_document(document_id: int, on_progress: Progress | None = None) -> di
         n_chunks = expected
         if not _chunks_intact(rt, scope, key, expected):
             report("indexing", 0, 0)
-            n_chunks = pipeline.index_document(lm, embedder, rt.index, scope, key, text)
+            n_chunks = pipeline.index_document(lm, embedder, rt.index, scope, key, text, name)
         meta = _stored_meta(rt, scope, key, lm.fingerprint)
         if meta is None:
             memory = pipeline.memorize(lm, text, settings=rt.settings, on_progress=lambda d, t: report("reading", d, t))
@@ -116,7 +116,8 @@ def _stored_meta(rt, scope: str, key: str, fingerprint: str | None = None) -> di
 
 def reindex_knowledge_base(kb_id: int, on_progress: Progress | None = None, batch: int = 16) -> dict[str, Any]:
     """Rebuild the knowledge base's chunks in the vector index from the database's text, a batch of documents
-    (embedded together) at a time; memories are untouched and other knowledge bases never wait on it."""
+    (embedded together) at a time; memories are untouched and other knowledge bases never wait on it.
+    Chunks stored before they carried their title and headings gain them here."""
     from agent.retrieval import chunk_document
 
     report = on_progress or (lambda *_: None)
@@ -130,9 +131,11 @@ def reindex_knowledge_base(kb_id: int, on_progress: Progress | None = None, batc
     lm, embedder, chunks_total = rt.lm, rt.embedder, 0
     for start in range(0, len(ids), batch):
         with db.session() as s:
-            texts = {i: doc.text for i in ids[start : start + batch] if (doc := s.get(Document, i)) is not None}
-        chunked = {i: chunk_document(doc_key(i), text, lm.tokenizer) for i, text in texts.items()}
-        vectors = embedder.encode([c.text for chunks in chunked.values() for c in chunks])
+            texts = {
+                i: (doc.text, doc.name) for i in ids[start : start + batch] if (doc := s.get(Document, i)) is not None
+            }
+        chunked = {i: chunk_document(doc_key(i), text, lm.tokenizer, name=name) for i, (text, name) in texts.items()}
+        vectors = embedder.encode([c.searchable for chunks in chunked.values() for c in chunks])
         offset = 0
         for i, chunks in chunked.items():
             rt.index.delete_document(scope, doc_key(i))
