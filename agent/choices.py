@@ -9,7 +9,7 @@ READERS = ("auto", "extract", "generate")  # agent.reader
 SCORERS = ("snapkv", "keynorm", "surprisal")  # agent.memory.scorers.SCORERS
 EVIDENCE_ORDERS = ("document", "best-last", "best-first")  # agent.retrieval.order_evidence
 FUSIONS = ("anchored_share1", "anchored_spans2_share1")  # agent.retrieval.FUSIONS
-DATASET_FORMATS = ("qmsum", "leval", "longbench", "needle", "kbqa")  # agent.evaluation.load_samples
+DATASET_FORMATS = ("qmsum", "leval", "longbench", "needle", "kbqa", "longmemeval")  # agent.evaluation.load_samples
 FEEDBACK_FORMATS = ("qmsum", "leval")  # labelled datasets with gold answers per document
 
 DEFAULT_MODEL_DIRNAME = "smollm2-135m-instruct"  # the bundled model's directory under MEMORAG_HOME/models

@@ -77,6 +77,40 @@ def load_kbqa(path: str | Path, limit: int | None = None) -> Iterator[Sample]:
     yield Sample("", "", by_doc[None])
 
 
+def load_longmemeval(path: str | Path, limit: int | None = None) -> Iterator[Sample]:
+    """LongMemEval's JSON (a list of questions, each with ``haystack_sessions`` of ``{role, content}`` turns
+    and ``haystack_dates``): each distinct haystack is one document, its sessions headed by their dates.
+
+    Gold evidence is the turns marked ``has_answer``, else the whole of the ``answer_session_ids`` sessions.
+    """
+    items = json.loads(Path(path).read_text())
+    haystacks: dict[tuple, list[dict]] = {}
+    for item in items:
+        haystacks.setdefault(tuple(item["haystack_session_ids"]), []).append(item)
+    for n, (ids, asked) in enumerate(haystacks.items()):
+        if limit is not None and n >= limit:
+            return
+        first = asked[0]
+        parts, cursor = [], 0
+        turns: dict[str, list[tuple[int, int, bool]]] = {}  # session id -> (start, end, has_answer) per turn
+        for session_id, date, session in zip(ids, first["haystack_dates"], first["haystack_sessions"], strict=True):
+            header = f"Session {len(turns) + 1} ({date})\n\n"
+            parts.append(header)
+            cursor += len(header)
+            spans = turns.setdefault(session_id, [])
+            for turn in session:
+                piece = f"{turn['role'].capitalize()}: {' '.join(turn['content'].split())}\n\n"
+                parts.append(piece)
+                spans.append((cursor, cursor + len(piece) - 2, bool(turn.get("has_answer"))))
+                cursor += len(piece)
+        questions = []
+        for item in asked:
+            marked = [(s, e) for sid in item["answer_session_ids"] for s, e, has in turns.get(sid, []) if has]
+            whole = [(t[0][0], t[-1][1]) for sid in item["answer_session_ids"] if (t := turns.get(sid))]
+            questions.append(Question(item["question"], [str(item["answer"])], marked or whole))
+        yield Sample(f"chat-{n}", "".join(parts), questions)
+
+
 def _read_text(where: Path) -> str:
     try:
         return gzip.decompress(where.read_bytes()).decode() if where.suffix == ".gz" else where.read_text()

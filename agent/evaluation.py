@@ -24,7 +24,7 @@ from pathlib import Path
 
 from agent import programs, reader
 from agent.backends import LocalBackend, generator_backend
-from agent.datasets import Sample, load_kbqa, load_leval, load_longbench, load_needle, load_qmsum
+from agent.datasets import Sample, load_kbqa, load_leval, load_longbench, load_longmemeval, load_needle, load_qmsum
 from agent.memory.types import GlobalMemory
 from agent.metrics import (
     answer_in,
@@ -59,10 +59,11 @@ LOADERS = {
     "longbench": load_longbench,
     "needle": load_needle,
     "kbqa": load_kbqa,
+    "longmemeval": load_longmemeval,
 }
 # LongBench caps answers per task (32-128 tokens); long-form QMSum answers need more room.
-ANSWER_TOKENS = {"qmsum": 128, "leval": 64, "longbench": 64, "needle": 32, "kbqa": 64}
-SHORT_ANSWERS = {"qmsum": False, "leval": True, "longbench": True, "needle": True, "kbqa": True}
+ANSWER_TOKENS = {"qmsum": 128, "leval": 64, "longbench": 64, "needle": 32, "kbqa": 64, "longmemeval": 32}
+SHORT_ANSWERS = {"qmsum": False, "leval": True, "longbench": True, "needle": True, "kbqa": True, "longmemeval": True}
 # The answer-quality rates, under the names the field uses (ALCE's citation precision and recall, RGB's
 # negative rejection), each a mean over the questions it is defined on (None: none in the run).
 RATES = (

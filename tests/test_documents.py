@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from fpdf import FPDF
 
 from agent.documents import BadDocument, read_document
+from agent.outline import chunk_context
 
 
 def make_pdf(path, pages: list[str]) -> None:
@@ -23,7 +26,12 @@ def test_pdf_pages_become_paragraphs(tmp_path):
     make_pdf(path, ["The bridge was built by William Tarrant.", "It has five arches of red sandstone."])
     text = read_document(path)
     assert "William Tarrant" in text and "five arches" in text
-    assert text.index("Tarrant") < text.index("arches") and "\n\n" in text
+    assert text.index("Tarrant") < text.index("arches")
+    # A page break is a paragraph break (the chunker's blank-line boundary), and each page is counted.
+    first, second = re.split(r"\n\s*\n", text)
+    assert "Tarrant" in first and "arches" in second
+    assert chunk_context(text, text.index("arches")).endswith("(page 2)")
+    assert chunk_context(text, 0).endswith("(page 1)")
 
 
 def test_a_pdf_without_text_asks_for_ocr(tmp_path):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import common  # noqa: F401  (puts the project on sys.path)
@@ -107,6 +108,63 @@ def quality(args, lm, embedder, index) -> tuple[dict, int]:
             "vs_rag": float((recalls - rag).mean()),
             "wins": int((recalls > rag).sum()),
             "losses": int((recalls < rag).sum()),
+        }
+    return table, n
+
+
+VARIANTS = {  # name: (chunks carry their context, hybrid search)
+    "dense_bare": (False, False),
+    "dense_context": (True, False),
+    "hybrid_bare": (False, True),
+    "hybrid_context": (True, True),
+}
+
+
+def representations(args, lm, embedder, index) -> tuple[dict, int]:
+    """Question-only retrieval (rag) with chunks bare or carrying their context, searched dense or hybrid;
+    with --rep-clues also the pipeline's clues (memorag), from the clue cache or written now."""
+    rows = [*VARIANTS, *(f"memorag_{v}" for v in VARIANTS)] if args.rep_clues else list(VARIANTS)
+    found: dict[str, list[float]] = {r: [] for r in rows}
+    hits: dict[str, list[float]] = {r: [] for r in rows}
+    cache = ClueCache(args.clue_cache) if args.rep_clues else None
+    n = 0
+    for sample in load_qmsum(args.data, limit=args.rep_meetings):
+        with_context = chunk_document(
+            sample.doc_id, sample.text, lm.tokenizer, args.chunk_tokens, args.overlap, name=sample.doc_id
+        )
+        bare = [replace(c, context="") for c in with_context]
+        asked = [(q, gold_chunk_ids(bare, q.evidence)) for q in sample.questions[: args.questions]]
+        asked = [(q, gold) for q, gold in asked if gold]
+        if not asked:
+            continue
+        written = cache.clues(lm, sample, [q for q, _ in asked], args.beta) if cache else {}
+        for label, chunks in (("bare", bare), ("context", with_context)):
+            index.drop(f"rep-{label}")
+            index.upsert(f"rep-{label}", chunks, embedder.encode([c.searchable for c in chunks]))
+        for q, gold in asked:
+            for name in rows:
+                context, hybrid = VARIANTS[name.removeprefix("memorag_")]
+                clues = programs.Clues(**written[q.text]) if name.startswith("memorag_") else None
+                spans, hints = (["\n".join(clues.spans)], clues.hints()) if clues else ((), ())
+                kb = f"rep-{'context' if context else 'bare'}"
+                got = retrieve(index, embedder, kb, q.text, hints, spans=spans, k=args.k, hybrid=hybrid)
+                ids = [e.chunk.id for e in got]
+                found[name].append(recall_at_k(gold, ids, args.k))
+                hits[name].append(hit_at_k(gold, ids, args.k))
+            n += 1
+    for label in ("bare", "context"):
+        index.drop(f"rep-{label}")
+    base = np.array(found["dense_bare"])
+    table = {}
+    for name in rows:
+        recalls = np.array(found[name])
+        table[name] = {
+            f"recall@{args.k}": float(recalls.mean()),
+            f"hit@{args.k}": float(np.mean(hits[name])),
+            "stderr": float(recalls.std() / max(1, np.sqrt(len(recalls)))),
+            "vs_dense_bare": float((recalls - base).mean()),
+            "wins": int((recalls > base).sum()),
+            "losses": int((recalls < base).sum()),
         }
     return table, n
 
@@ -198,6 +256,11 @@ def main() -> None:
     parser.add_argument("--sweep-meetings", type=int, default=35)
     parser.add_argument("--fusions", default="", help="also rank with these fusions (comma-separated, or 'all')")
     parser.add_argument("--clue-cache", default=None, help="JSON file keeping written clues between runs")
+    parser.add_argument(
+        "--representations", action="store_true", help="chunks bare or with context, searched dense or hybrid"
+    )
+    parser.add_argument("--rep-meetings", type=int, default=35)
+    parser.add_argument("--rep-clues", action="store_true", help="also with the memory's clues (memorag)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -220,6 +283,15 @@ def main() -> None:
                 [{"strategy": s, **v} for s, v in table.items()],
                 ["strategy", f"recall@{args.k}", f"hit@{args.k}", "stderr", "vs_rag", "wins", "losses"],
                 f"QMSum {Path(args.data).stem}, {n} queries",
+            )
+        if args.representations:
+            lm, embedder = load_model(settings=settings), get_embedder()
+            table, n = representations(args, lm, embedder, index)
+            payload["representations"] = {"variants": table, "n_queries": n, "meetings": args.rep_meetings}
+            print_table(
+                [{"variant": s, **v} for s, v in table.items()],
+                ["variant", f"recall@{args.k}", f"hit@{args.k}", "stderr", "vs_dense_bare", "wins", "losses"],
+                f"QMSum {Path(args.data).stem}: chunk context x hybrid search, {n} queries",
             )
         if args.sweep:
             lm, embedder = load_model(settings=settings), get_embedder()
