@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from core.dates import DATE, days, spelled
+
 _ATX = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 # A line of text underlined by a run of one punctuation character at least as long (RST, setext, plain text).
 _UNDERLINED = re.compile(r"^([^\n]*\S[^\n]*)\n([=\-~^\"'`*+#])\2{2,}[ \t]*$", re.MULTILINE)
@@ -29,12 +31,6 @@ _CODE_FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 _MARKUP = re.compile(r"[`*_]+|<!--.*?-->|\[([^\]]*)\]\[[^\]]*\]")
 MAX_HEADING = 120
 DATE_LEVEL = 9  # below every Markdown or underlined level: a session date heads only its own session
-_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
-DATE = re.compile(
-    rf"\b(?:\d{{4}}[-/.]\d{{1,2}}[-/.]\d{{1,2}}|\d{{1,2}}(?:st|nd|rd|th)?\s+{_MONTH},?\s+\d{{4}}|"
-    rf"{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}})\b",
-    re.IGNORECASE,
-)
 # Words a session header holds beside its date: "Session 3", "DATE:", "(Sat) 02:21", "1:56 pm on".
 _HEADER_WORDS = re.compile(
     r"\b(?:session|date|time|chat|conversation|on|at|am|pm|mon|tue|wed|thu|fri|sat|sun)[a-z]*\b|[\d:()\[\]#*,.\-/]+",
@@ -101,7 +97,9 @@ def _outline_cached(_digest: str, text: str) -> Outline:
     taken = {h.start for h in found}
     for m in _LINE.finditer(text):
         if m.start() not in taken and not in_code(m.start()) and _is_date_line(m.group(0)):
-            found.append(Heading(m.start(), DATE_LEVEL, _clean(m.group(0).strip().lstrip("#").strip())))
+            line = _clean(m.group(0).strip().lstrip("#").strip())
+            named = days(line)  # spelled out too: a question says "May 20, 2023", a header "2023/05/20"
+            found.append(Heading(m.start(), DATE_LEVEL, f"{line}, {spelled(named[0])}" if named else line))
     found = sorted((h for h in found if h.text), key=lambda h: h.start)
     titled = [h for h in found if h.level < DATE_LEVEL]
     if titled and titled[0].level == min(h.level for h in titled):

@@ -19,6 +19,7 @@ import numpy as np
 from agent import choices
 from agent.choices import EVIDENCE_ORDERS
 from agent.outline import chunk_context
+from core import dates
 from store.vectors import Chunk, VectorIndex, rrf
 
 DEFAULT_CHUNK_TOKENS = 256
@@ -230,6 +231,7 @@ def retrieve(
 
     ``spans``: quotes of evidence, one per memory, its lines separated by newlines. ``hybrid``: each search
     is BM25 beside the vector (``VectorIndex.search`` with texts), so exact terms and headings count.
+    A question that names a day ranks the chunks dated that day (their session header) first.
     """
     if isinstance(fusion, str) and fusion not in FUSIONS:
         raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
@@ -258,6 +260,10 @@ def retrieve(
     if plan.pool is not None:
         allowed = set(rankings[0][: plan.pool])
         fused = {i: score for i, score in fused.items() if i in allowed}
-    best = sorted(fused, key=fused.get, reverse=True)[:k]
+    best = sorted(fused, key=fused.get, reverse=True)
+    named = set(dates.days(question))
+    if named:  # a question about a day reads what was said that day first (time-aware scoping)
+        best.sort(key=lambda i: not named & set(dates.days(by_id[i].searchable)))
+    best = best[:k]
     found = [Evidence(by_id[i], fused[i], tuple(q for q, ranking in enumerate(rankings) if i in ranking)) for i in best]
     return order_evidence(found)

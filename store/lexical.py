@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from core import dates
+
 _TOKEN = re.compile(r"[A-Za-z0-9_]+(?:[.:/-][A-Za-z0-9_]+)*")
 _STOPWORDS = (
     "a an the of in on at to for from by with and or but is are was were be been being do does did has have had "
@@ -37,14 +39,14 @@ def stem(word: str) -> str:
 
 
 def tokens(text: str) -> list[str]:
-    """BM25 terms: words stemmed, identifiers kept whole as well as in their parts."""
+    """BM25 terms: words stemmed, identifiers kept whole as well as in their parts, a day's date as one term."""
     out: list[str] = []
     for token in _TOKEN.findall(text.lower()):
         parts = [p for p in re.split(r"[._:/-]+", token) if p]
         if len(parts) > 1 or "_" in token:
             out.append(token)
         out += [stem(p) for p in parts if p not in STOPWORDS]
-    return out
+    return out + [dates.term(day) for day in dates.days(text)]  # one term per day, however it is written
 
 
 class LexicalIndex:

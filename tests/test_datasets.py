@@ -135,6 +135,8 @@ def test_the_technical_documents_set_holds_every_gold_answer_in_its_document():
         pytest.skip(f"installed documentation not on this machine: {missing[0]}")
     *documents, offtopic = load_kbqa(path)
     assert len(documents) >= 8 and sum(len(d.questions) for d in documents) >= 60 and len(offtopic.questions) >= 20
-    for d in documents:
+    *meta, _ = load_kbqa(path.with_name("techdocs-meta.json"))  # questions about the documents themselves
+    assert sum(len(d.questions) for d in meta) >= 20
+    for d in [*documents, *meta]:
         for q in d.questions:
             assert answer_in(d.text, q.answers), (d.doc_id, q.text)

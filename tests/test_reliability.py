@@ -16,6 +16,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from celery.contrib.testing.worker import start_worker
 from click.testing import CliRunner
@@ -162,10 +163,14 @@ def test_reindex_rebuilds_the_index_from_the_database_with_progress(worker, redi
     index = EmbeddedIndex(redis_client)
     expected = {d.public_id: d.chunk_count for d in documents()}
     index.drop("town")
+    probe = np.full((1, 384), 384**-0.5, dtype=np.float32)
+    assert index.search("town", probe, 5) == [[]]
     done = run("reindex", "town")
     assert done.exit_code == 0, done.output
     assert f"town: 3 documents, {sum(expected.values())} chunks indexed" in done.output
     assert index.document_counts("town", list(expected)) == expected
+    hits = index.search("town", probe, 50)[0]  # rebuilt chunks carry their document's title
+    assert hits and all(chunk.context for chunk, _ in hits)
     assert run("reindex", "nowhere").output.startswith("error: no knowledge base named 'nowhere'")
 
 
