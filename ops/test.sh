@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (idempotent), then lint and run the whole test suite.
+# Set up (idempotent), then lint and run the whole test suite: two processes over the tests that do not
+# race each other for time, then the timing-sensitive ones (marked serial) alone. Arguments: one pytest run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ops/setup.sh
@@ -7,4 +8,10 @@ echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 echo "== pytest"
-.venv/bin/python -m pytest "$@"
+if [ "$#" -gt 0 ]; then
+    exec .venv/bin/python -m pytest "$@"
+fi
+status=0
+.venv/bin/python -m pytest -n 2 -m "not serial" || status=$?
+.venv/bin/python -m pytest -m serial || status=$((status ? status : $?))
+exit "$status"

@@ -21,7 +21,10 @@ WHY_NOT = (
     or (None if shutil.which("redis-server") else "redis-server is not installed")
     or (None if (PG_BIN / "initdb").exists() else "PostgreSQL 15's initdb is not installed")
 )
-pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=f"no multi-host harness here: {WHY_NOT}")
+pytestmark = [
+    pytest.mark.skipif(WHY_NOT is not None, reason=f"no multi-host harness here: {WHY_NOT}"),
+    pytest.mark.serial,  # a partition races the answer it cuts off: not beside other tests on two cores
+]
 WORKERS = ["memory@memory", "query@query"]
 
 
