@@ -4,10 +4,10 @@ What ``ask`` does before it reads, measured without the reader: routing (the
 answering document among the ``MEMORAG_ROUTE_DOCS`` routed ones, by the same
 ``route_documents``) and the evidence (``retrieve`` with the question, k=5, over
 the whole knowledge base: the gold answer among the five chunks, and the share of
-its words there for long answers). Two ways to store and search, in one run:
-``dense_bare`` (the passage alone, the embedding alone: before chunks carried
-their context) and ``hybrid_context`` (the default: title and headings with each
-chunk, BM25 beside the embedding). Sets: L-Eval multidoc_qa and natural_question
+its words there for long answers). Chunks bare (the passage
+alone: before chunks carried their context) or with their title and headings,
+searched dense (the embedding alone) or hybrid (BM25 beside it), all four in one
+run; ``hybrid_context`` is the default. Sets: L-Eval multidoc_qa and natural_question
 (each line one document) and the technical documents (``--format kbqa``)::
 
     python ops/bench/kb_retrieval.py --json bench-out/kb-retrieval.json
@@ -38,7 +38,12 @@ SETS = {
     "natural_question": ("leval", DATA / "leval" / "natural_question.jsonl"),
     "techdocs": ("kbqa", ROOT / "ops" / "bench" / "data" / "techdocs.json"),
 }
-VARIANTS = {"dense_bare": (False, False), "hybrid_context": (True, True)}  # (context, hybrid)
+VARIANTS = {  # (context, hybrid)
+    "dense_bare": (False, False),
+    "dense_context": (True, False),
+    "hybrid_bare": (False, True),
+    "hybrid_context": (True, True),
+}
 
 
 def measure(name: str, fmt: str, path: Path, lm, embedder, index, k: int, route: int, split: str | None) -> dict:
@@ -46,16 +51,14 @@ def measure(name: str, fmt: str, path: Path, lm, embedder, index, k: int, route:
     documents = [s for s in samples if s.text]
     asked = [(q, s.doc_id) for s in documents for q in s.questions if split is None or q.split in ("", split)]
     chunked = {s.doc_id: chunk_document(s.doc_id, s.text, lm.tokenizer, name=s.doc_id) for s in documents}
-    vectors = {}
-    for variant, (context, _) in VARIANTS.items():
+    for context in (False, True):  # one index per way of storing chunks, searched both ways
         chunks = [c if context else replace(c, context="") for cut in chunked.values() for c in cut]
-        vectors[variant] = embedder.encode([c.searchable for c in chunks])
-        index.drop(f"kb-{variant}")
-        index.upsert(f"kb-{variant}", chunks, vectors[variant])
+        index.drop(f"kb-{context}")
+        index.upsert(f"kb-{context}", chunks, embedder.encode([c.searchable for c in chunks]))
     doc_ids = [s.doc_id for s in documents]
     table = {}
-    for variant, (_, hybrid) in VARIANTS.items():
-        kb, routed, hits, words, took = f"kb-{variant}", [], [], [], []
+    for variant, (context, hybrid) in VARIANTS.items():
+        kb, routed, hits, words, took = f"kb-{context}", [], [], [], []
         for question, doc in asked:
             started = time.perf_counter()
             chosen = route_documents(index, embedder, kb, question.text, doc_ids, limit=route, hybrid=hybrid)
@@ -71,7 +74,8 @@ def measure(name: str, fmt: str, path: Path, lm, embedder, index, k: int, route:
             f"answer@{k}": float(np.mean(hits)), f"answer_words@{k}": float(np.mean(words)),
             "latency_ms": 1000 * float(np.mean(took)),
         }  # fmt: skip
-        index.drop(kb)
+    for context in (False, True):
+        index.drop(f"kb-{context}")
     base = table["dense_bare"]
     for row in table.values():
         row["routed_vs_dense"] = row[f"routed@{route}"] - base[f"routed@{route}"]
