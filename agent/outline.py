@@ -5,7 +5,8 @@ period in the last portion, an empty string is returned" sits under
 "path.extname(path)"), so the reader scores each sentence together with the
 headings above it. Markdown (``#`` headings and setext underlines) and
 reStructuredText/plain-text underlined titles are recognised; a document with
-no headings is titled by its first line. A short line that is mostly a date
+no headings is titled by its first line. HTML headings (``<H2> Plot </H2>``, as in Natural
+Questions' pages) count too. A short line that is mostly a date
 ("Session 3 (2023/05/20)", "DATE: 8 May, 2023") heads what follows it until the
 next such line, as a conversation's session header does; it never titles.
 
@@ -27,6 +28,7 @@ from core.dates import DATE, days, spelled
 _ATX = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 # A line of text underlined by a run of one punctuation character at least as long (RST, setext, plain text).
 _UNDERLINED = re.compile(r"^([^\n]*\S[^\n]*)\n([=\-~^\"'`*+#])\2{2,}[ \t]*$", re.MULTILINE)
+_HTML = re.compile(r"<H([1-6])>\s*(.+?)\s*</H\1>", re.IGNORECASE | re.DOTALL)  # Natural Questions' pages
 _CODE_FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 _MARKUP = re.compile(r"[`*_]+|<!--.*?-->|\[([^\]]*)\]\[[^\]]*\]")
 MAX_HEADING = 120
@@ -87,6 +89,9 @@ def _outline_cached(_digest: str, text: str) -> Outline:
     for m in _ATX.finditer(text):
         if not in_code(m.start()):
             found.append(Heading(m.start(), len(m.group(1)), _clean(m.group(2))))
+    for m in _HTML.finditer(text):
+        if not in_code(m.start()):
+            found.append(Heading(m.start(), int(m.group(1)), _clean(m.group(2))))
     levels: dict[str, int] = {}  # an underline character's level is the order it first appears in
     for m in _UNDERLINED.finditer(text):
         line = m.group(1).strip()

@@ -125,3 +125,8 @@ def test_longmemeval_haystacks_become_dated_documents_with_the_answer_turn_as_ev
     ((start, end),) = sample.questions[0].evidence
     assert sample.text[start:end] == "User: I adopted a beagle."
     assert "Saturday 20 May 2023" in chunk_context(sample.text, start, "chats")
+
+
+def test_html_headings_title_a_page_and_head_its_sections():
+    page = "Statue of Liberty - wikipedia <H1> Statue of Liberty </H1> <P> A statue. </P> <H2> Design </H2> <P> Copper."
+    assert chunk_context(page, page.index("Copper"), "") == "Statue of Liberty > Design"

@@ -33,10 +33,11 @@ from core.settings import get_settings
 from store.vectors import EmbeddedIndex
 
 ROOT = Path(__file__).resolve().parents[2]
-SETS = {
-    "multidoc_qa": ("leval", DATA / "leval" / "multidoc_qa.jsonl"),
-    "natural_question": ("leval", DATA / "leval" / "natural_question.jsonl"),
-    "techdocs": ("kbqa", ROOT / "ops" / "bench" / "data" / "techdocs.json"),
+# L-Eval's documents have no names (a made-up one would title every chunk): their own headings title them.
+SETS = {  # format, file, the document's id is its name
+    "multidoc_qa": ("leval", DATA / "leval" / "multidoc_qa.jsonl", False),
+    "natural_question": ("leval", DATA / "leval" / "natural_question.jsonl", False),
+    "techdocs": ("kbqa", ROOT / "ops" / "bench" / "data" / "techdocs.json", True),
 }
 VARIANTS = {  # (context, hybrid)
     "dense_bare": (False, False),
@@ -46,11 +47,14 @@ VARIANTS = {  # (context, hybrid)
 }
 
 
-def measure(name: str, fmt: str, path: Path, lm, embedder, index, k: int, route: int, split: str | None) -> dict:
+def measure(name: str, spec: tuple, lm, embedder, index, k: int, route: int, split: str | None) -> dict:
+    fmt, path, named = spec
     samples = load_samples(fmt, path)
     documents = [s for s in samples if s.text]
     asked = [(q, s.doc_id) for s in documents for q in s.questions if split is None or q.split in ("", split)]
-    chunked = {s.doc_id: chunk_document(s.doc_id, s.text, lm.tokenizer, name=s.doc_id) for s in documents}
+    chunked = {
+        s.doc_id: chunk_document(s.doc_id, s.text, lm.tokenizer, name=s.doc_id if named else "") for s in documents
+    }
     for context in (False, True):  # one index per way of storing chunks, searched both ways
         chunks = [c if context else replace(c, context="") for cut in chunked.values() for c in cut]
         index.drop(f"kb-{context}")
@@ -97,8 +101,7 @@ def main() -> None:
     try:
         index = EmbeddedIndex(server.client)
         for name in [s for s in args.sets.split(",") if s]:
-            fmt, path = SETS[name]
-            table = measure(name, fmt, path, lm, embedder, index, args.k, settings.route_docs, args.split)
+            table = measure(name, SETS[name], lm, embedder, index, args.k, settings.route_docs, args.split)
             rows += list(table.values())
     finally:
         server.stop()
