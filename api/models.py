@@ -94,7 +94,11 @@ class ResultOut(BaseModel):
         "citations (every sentence shown; a long answer cites each)",
     )
     reason: str | None = None
-    evidence: list[dict[str, Any]] = Field(default_factory=list)
+    evidence: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="the retrieved passages in document order: chunk_id, doc_id, document, ordinal, char_start, "
+        "char_end, score, text and context (where the passage stands: title > headings, page, session date, speaker)",
+    )
     clues: list[str] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict)
     model: str | None = None

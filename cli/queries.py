@@ -72,6 +72,7 @@ def print_result(query_id: int, as_json: bool, *, show_clues: bool = False) -> N
         for e in row["evidence"]:
             snippet = " ".join(e["text"].split())[:200]
             where = f"{e['doc_id']} {e['document']} #{e['ordinal']} (chars {e['char_start']}-{e['char_end']})"
+            where += f" [{e['context']}]" if e.get("context") else ""  # rows stored before chunks had context
             click.echo(f"  evidence {where}: {snippet}")
         for clue in row["clues"] if show_clues else []:
             click.echo(f"  clue: {clue}")

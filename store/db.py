@@ -117,7 +117,7 @@ class Answer(SQLModel, table=True):
     query_id: int = Field(foreign_key="query.id", unique=True)
     text: str = Field(sa_column=Column(Text, nullable=False))
     clues: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    # [{"chunk_id", "doc_id", "ordinal", "char_start", "char_end", "score", "text"}], in document order
+    # [{"chunk_id", "doc_id", "ordinal", "char_start", "char_end", "score", "text", "context"}], in document order
     evidence: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     documents: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     timings: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

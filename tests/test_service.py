@@ -99,6 +99,8 @@ def test_two_documents_one_knowledge_base_answer_feedback_and_isolation(service)
     assert any("Ilse Varga" in e["text"] for e in answer.evidence)
     assert set(answer.timings) >= {"rehydrate", "clues", "retrieval", "answer"}
     assert f"evidence {observatory} observatory.txt" in asked.output
+    varga = next(e for e in answer.evidence if "Ilse Varga" in e["text"])  # where the passage stands, shown too
+    assert varga["context"] and f"[{varga['context']}]" in asked.output
     # the answer is the documents' own sentence, cited to its characters, with the name marked inside it
     assert (answer.reader, answer.supported) == ("sentence", True)
     cited = answer.citation

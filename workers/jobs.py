@@ -302,6 +302,7 @@ def _answer_row(s, query_id: int, result: pipeline.Answer, rt) -> Answer:
             "char_end": e.chunk.char_end,
             "score": round(e.score, 6),
             "text": e.chunk.text,
+            "context": e.chunk.context,
         }
         for e in result.evidence
     ]
