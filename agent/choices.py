@@ -6,7 +6,7 @@ exactly these, so a list here can never drift from the library.
 
 TASKS = ("qa", "memorag", "summarize")  # agent.pipeline.answer
 READERS = ("auto", "extract", "generate")  # agent.reader
-SCORERS = ("snapkv", "keynorm", "surprisal")  # agent.memory.scorers.SCORERS
+SCORERS = ("snapkv", "keynorm", "surprisal", "expected", "reconstruct")  # agent.memory.scorers.SCORERS
 EVIDENCE_ORDERS = ("document", "best-last", "best-first")  # agent.retrieval.order_evidence
 FUSIONS = ("anchored_share1", "anchored_spans2_share1")  # agent.retrieval.FUSIONS
 DATASET_FORMATS = ("qmsum", "leval", "longbench", "needle", "kbqa", "longmemeval")  # agent.evaluation.load_samples

@@ -105,16 +105,53 @@ def test_every_scorer_forms_a_memory(tiny_lm):
         assert memory.meta.scorer == name and len(memory) == sum(-(-min(64, 200 - s) // 4) for s in range(0, 200, 64))
 
 
+def test_expected_attention_favours_keys_later_queries_will_find():
+    """With RoPE left out, the score is softmax(mu.k / sqrt(d) + k S k / 2d): the mean query's direction first,
+    then the direction the queries vary along over one they never move in."""
+    from agent.memory.scorers import ExpectedAttention
+
+    dim, width = 4, 8
+    queries = torch.zeros(1, 2, width // 2, dim)  # two query heads on one KV head, every other token observed
+    queries[..., 0] = 6.0  # mean term 6 * 3 / 2 = 9 against the variance term 9 * 16 / 3 / 8 = 6
+    queries[..., 1] = torch.tensor([2.0, -2.0, 2.0, -2.0])  # varies along axis 1, never along 2 or 3
+    keys = torch.zeros(1, 1, 3 + width, dim)  # three memory tokens, then the window
+    keys[0, 0, 3 + 2, 0] = 3.0  # along the mean query
+    keys[0, 0, 3 + 5, 1] = 3.0  # along the variance
+    keys[0, 0, 3 + 6, 2] = 3.0  # along neither
+    scores = ExpectedAttention(pool=1, future=2).score(queries, keys, 3, rerotate=lambda x, delta: x)
+    assert scores.shape == (1, width)
+    order = scores[0].argsort(descending=True).tolist()
+    assert order[:2] == [2, 5] and scores[0, 5] > scores[0, 6]
+    torch.testing.assert_close(scores.sum(), torch.tensor(2.0))  # one softmax per query head
+
+
+def test_the_repeat_pass_leaves_the_cache_and_captures_every_repeated_token(tiny_lm):
+    from transformers import DynamicCache
+
+    from agent.memory.formation import repeat_queries
+    from agent.memory.scorers import Reconstruction
+
+    ids = torch.tensor(_ids(48, seed=5))
+    cache = DynamicCache()
+    tiny_lm.model.base_model(input_ids=ids[None], cache=cache, use_cache=True)
+    before = [layer.keys.clone() for layer in cache.layers]
+    queries = repeat_queries(tiny_lm, cache, ids, 48, Reconstruction.prompt)
+    assert all(torch.equal(layer.keys, k) for layer, k in zip(cache.layers, before, strict=True))
+    assert queries[0].shape[2] == 48  # the repeated window's queries, not the request's
+    scores = Reconstruction().score(queries[0], cache.layers[0].keys, 0)
+    assert scores.shape == (cache.layers[0].keys.shape[1], 48) and bool((scores > 0).all())
+
+
 @dataclass
 class _RecordingSurprisal(Surprisal):
     """The surprisal scorer, keeping what formation handed it for each window."""
 
     seen: list[torch.Tensor] = field(default_factory=list)
 
-    def score(self, queries, keys, memory_len, surprisal=None):
+    def score(self, queries, keys, memory_len, surprisal=None, rerotate=None):
         if not self.seen or self.seen[-1] is not surprisal:
             self.seen.append(surprisal)
-        return super().score(queries, keys, memory_len, surprisal)
+        return super().score(queries, keys, memory_len, surprisal, rerotate)
 
 
 def test_surprisal_is_each_tokens_loss_in_the_full_document(tiny_lm):

@@ -84,6 +84,8 @@ def form_memory(
             hidden = out.last_hidden_state[0]
             surprisal = token_surprisal(model, hidden, chunk, last_hidden)
             last_hidden = hidden[-1:]
+        if beta > 1 and importance.repeats_window:
+            queries = repeat_queries(lm, cache, chunk, memory_len + width, importance.prompt)
         budget = width if beta == 1 else math.ceil(width / beta)
         for i, layer in enumerate(cache.layers):
             if beta == 1:  # everything stays where it is
@@ -103,6 +105,18 @@ def form_memory(
         if on_progress:
             on_progress(min(start + width, total), total)
     return _memory(lm, cache, kept, importance.name, beta, window, total, storage_dtype)
+
+
+def repeat_queries(lm: LoadedModel, cache, chunk: torch.Tensor, length: int, prompt: str) -> dict[int, torch.Tensor]:
+    """Every layer's queries while the model, after the window, is asked to repeat it; the cache is left as it was."""
+    ask = torch.tensor(tokenize_document(lm, prompt), dtype=torch.long, device=chunk.device)
+    feed = torch.cat([ask, chunk])
+    positions = torch.arange(length, length + feed.numel(), device=chunk.device)
+    with capture_queries(torch.arange(ask.numel(), feed.numel())) as queries, reading_over_memory(length):
+        lm.model.base_model(input_ids=feed[None], position_ids=positions[None], cache=cache, use_cache=True)
+    for layer in cache.layers:  # the repeat was a probe, not part of the document
+        layer.keys, layer.values = layer.keys[:, :, :length], layer.values[:, :, :length]
+    return queries
 
 
 def _check_fits(lm: LoadedModel, tokens: int, window: int, beta: int) -> None:
