@@ -41,7 +41,9 @@ class Settings(BaseSettings):
     memory_dtype: Literal[DType, "int8"] = "bf16"
     beta: Annotated[int, Field(ge=1, le=64)] = 16
     window: Positive = 1024
-    scorer: str = "snapkv"
+    # surprisal holds planted facts where snapkv holds none (beta 16: 0.40 vs 0.00 at 16k tokens) for 1.25-1.35x
+    # snapkv's formation time (ops/bench/scorers.py, docs/benchmarks.md)
+    scorer: str = "surprisal"
     # A memory longer than this many tokens is read with its positions spread over it (0: never).
     read_span: NonNegative = 2048
     reader: Literal["auto", "extract", "generate"] = "auto"
