@@ -53,7 +53,7 @@ def corpus(trainable_model_dir, redis_client):
     lm = load_model(str(trainable_model_dir), dtype="fp32", device="cpu")
     index = EmbeddedIndex(redis_client, prefix="test-rlgf")
     docs = rlgf.Documents(lm, get_embedder(), index, k=2)
-    settings = Settings(beta=8, window=256)
+    settings = Settings(beta=8, window=256, scorer="snapkv")  # the memory this gate test was sized on
     texts = {"a": essays_text(3000), "b": essays_text(6000)[3000:]}
     for doc_id, text in texts.items():
         chunks = chunk_document(doc_id, text, lm.tokenizer, 128, 16)  # fewer chunks than the search depth
