@@ -135,7 +135,9 @@ def test_the_repeat_pass_leaves_the_cache_and_captures_every_repeated_token(tiny
     cache = DynamicCache()
     tiny_lm.model.base_model(input_ids=ids[None], cache=cache, use_cache=True)
     before = [layer.keys.clone() for layer in cache.layers]
-    queries = repeat_queries(tiny_lm, cache, ids, 48, Reconstruction.prompt)
+    from agent.memory.formation import tokenize_document
+
+    queries = repeat_queries(tiny_lm, cache, ids, 48, tokenize_document(tiny_lm, Reconstruction.prompt))
     assert all(torch.equal(layer.keys, k) for layer, k in zip(cache.layers, before, strict=True))
     assert queries[0].shape[2] == 48  # the repeated window's queries, not the request's
     scores = Reconstruction().score(queries[0], cache.layers[0].keys, 0)

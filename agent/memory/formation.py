@@ -73,6 +73,7 @@ def form_memory(
     memory_len, total = 0, len(token_ids)
     ids = torch.tensor(token_ids, dtype=torch.long, device=device)
     surprisal, last_hidden = None, None
+    repeat_ask = tokenize_document(lm, importance.prompt) if importance.repeats_window else []
 
     for start in range(0, total, window):
         chunk = ids[start : start + window]
@@ -85,7 +86,7 @@ def form_memory(
             surprisal = token_surprisal(model, hidden, chunk, last_hidden)
             last_hidden = hidden[-1:]
         if beta > 1 and importance.repeats_window:
-            queries = repeat_queries(lm, cache, chunk, memory_len + width, importance.prompt)
+            queries = repeat_queries(lm, cache, chunk, memory_len + width, repeat_ask)
         budget = width if beta == 1 else math.ceil(width / beta)
         for i, layer in enumerate(cache.layers):
             if beta == 1:  # everything stays where it is
@@ -107,9 +108,12 @@ def form_memory(
     return _memory(lm, cache, kept, importance.name, beta, window, total, storage_dtype)
 
 
-def repeat_queries(lm: LoadedModel, cache, chunk: torch.Tensor, length: int, prompt: str) -> dict[int, torch.Tensor]:
-    """Every layer's queries while the model, after the window, is asked to repeat it; the cache is left as it was."""
-    ask = torch.tensor(tokenize_document(lm, prompt), dtype=torch.long, device=chunk.device)
+def repeat_queries(
+    lm: LoadedModel, cache, chunk: torch.Tensor, length: int, request: list[int]
+) -> dict[int, torch.Tensor]:
+    """Every layer's queries while the model, after the window, is asked (``request``, token ids) to repeat it;
+    the cache is left as it was."""
+    ask = torch.tensor(request, dtype=torch.long, device=chunk.device)
     feed = torch.cat([ask, chunk])
     positions = torch.arange(length, length + feed.numel(), device=chunk.device)
     with capture_queries(torch.arange(ask.numel(), feed.numel())) as queries, reading_over_memory(length):

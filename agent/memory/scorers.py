@@ -32,6 +32,7 @@ class Scorer:
     name: ClassVar[str]
     needs_surprisal: ClassVar[bool] = False
     repeats_window: ClassVar[bool] = False  # its queries come from the model repeating the window (formation)
+    prompt: ClassVar[str] = ""  # what asks the model to repeat, where it does
 
     def observers(self, width: int) -> torch.Tensor:
         """Window offsets of the queries to capture (sorted); none unless the scorer reads queries."""

@@ -140,7 +140,9 @@ def main() -> None:
     parser.add_argument("--scorers", default=",".join(SCORERS))
     parser.add_argument("--seeds", type=int, default=2, help="haystacks per length (positions and text moved)")
     parser.add_argument("--seeds-over", type=int, default=20000, help="longer haystacks get one seed (time)")
-    parser.add_argument("--int8", default="expected", help="the scorer also measured with int8 storage at beta 16")
+    parser.add_argument(
+        "--int8", default=None, help="the scorer also measured with int8 storage at beta 16 (default: MEMORAG_SCORER)"
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     settings = get_settings()
@@ -152,7 +154,7 @@ def main() -> None:
     rows: list[dict] = []
     for tokens in (int(t) for t in args.tokens.split(",")):
         seeds = args.seeds if tokens <= args.seeds_over else 1
-        rows += run_length(lm, tokens, betas, scorers, seeds, settings.window, args.int8)
+        rows += run_length(lm, tokens, betas, scorers, seeds, settings.window, args.int8 or settings.scorer)
         payload = {"model": lm.name, "window": settings.window, "rows": rows, "summary": summary(rows)}
         write_json(args.json, {**payload, "date": time.strftime("%Y-%m-%d")})  # after every length: a long run keeps
     columns = ["k_tokens", "scorer", "beta", "seeds", "fact_acc", "spread", "mrr", "nll_next", "vs_plain", "vs_snapkv"]
