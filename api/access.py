@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Header, Path
 
 from api.errors import Denied, Unauthenticated
-from service import NotFound, bases, keys
+from service import Invalid, NotFound, bases, keys
+from service.ids import parse_id
 from store import db
 
 
@@ -25,7 +26,33 @@ def principal(
 
 
 Key = Annotated[keys.Principal, Depends(principal)]
-RowId = Annotated[int, Path(ge=1, le=db.MAX_ROW_ID, description="the number in d12 or q7")]
+_KINDS = {"d": "document", "q": "query"}
+
+
+def _number(value: str, kind: str) -> int:
+    """The row number of an id as printed (``d12``) or bare (``12``, as clients written before ids had letters)."""
+    found, number = parse_id(value if value[:1].isalpha() else f"{kind}{value}")
+    if found != kind:
+        raise Invalid(f"{value} is a {_KINDS[found]} id; this path takes a {_KINDS[kind]} ({kind}<number>)")
+    if number < 1:
+        raise NotFound(f"no {_KINDS[kind]} {value}")
+    return number
+
+
+def _document_number(
+    doc_id: Annotated[str, Path(description="the document's id as printed (d12), or its number", examples=["d12"])],
+) -> int:
+    return _number(doc_id, "d")
+
+
+def _query_number(
+    query_id: Annotated[str, Path(description="the query's id as printed (q7), or its number (7)", examples=["q7"])],
+) -> int:
+    return _number(query_id, "q")
+
+
+DocNumber = Annotated[int, Depends(_document_number)]
+QueryNumber = Annotated[int, Depends(_query_number)]
 
 
 def kb_id_for(who: keys.Principal, name: str, role: str) -> int:
@@ -48,7 +75,7 @@ def owned(who: keys.Principal, model, number: int, label: str, role: str):
         row = s.get(model, number)
         kb_id = None if row is None else row.kb_id
     if kb_id is None or not who.sees(kb_id):
-        raise NotFound(f"no {label} {number}")
+        raise NotFound(f"no {label} {label[0]}{number}")
     if not who.may(role):
         raise Denied(f"a {who.role} key may not do this; it needs a {role} key")
     return row

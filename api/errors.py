@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 
 from api.models import ErrorOut
 from core.redact import redact
-from service import Conflict, Invalid, NotFound, NoWorker, ServiceError
+from service import Conflict, Invalid, NotFound, NoWorker, ServiceError, TooMany
 
 
 class Denied(ServiceError):
@@ -37,7 +37,10 @@ WHY = {
     503: "a store or worker is missing",
 }
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut, "description": why} for code, why in WHY.items()}
-STATUS = {Unauthenticated: 401, Denied: 403, NotFound: 404, Conflict: 409, TooLarge: 413, Invalid: 422, NoWorker: 503}
+STATUS = {
+    Unauthenticated: 401, Denied: 403, NotFound: 404, Conflict: 409, TooLarge: 413, TooMany: 413, Invalid: 422,
+    NoWorker: 503,
+}  # fmt: skip
 
 
 def install(app: FastAPI) -> None:

@@ -70,6 +70,34 @@ class QueryIn(BaseModel):
     task: Task = "memorag"
 
 
+class BatchIn(BaseModel):
+    questions: list[QueryIn] = Field(
+        description="each its own query; more than MEMORAG_MAX_BATCH (default 100) is refused whole with 413",
+        examples=[[{"question": "Who built the Kell bridge?"}, {"question": "When did it open?"}]],
+    )
+
+
+class HistoryItem(BaseModel):
+    id: str = Field(examples=["q7"])
+    question: str
+    task: str
+    status: str = Field(examples=["done"])
+    error: str | None = None
+    asked_at: str
+    finished_at: str | None = None
+    answer: str | None = Field(default=None, description="the answer's text, once there is one")
+    supported: bool | None = None
+    citation: dict[str, Any] | None = None
+    feedback: list[dict[str, Any]] = Field(default_factory=list, description="what was said about the answer")
+
+
+class HistoryOut(BaseModel):
+    queries: list[HistoryItem]
+    next_cursor: str | None = Field(
+        default=None, description="pass as ?cursor= for the next (older) page; null on the last page"
+    )
+
+
 class QueryOut(BaseModel):
     id: str = Field(examples=["q7"])
     status: str = Field(examples=["queued"])

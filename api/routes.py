@@ -8,13 +8,25 @@ import time
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, UploadFile
+from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from sqlmodel import select
 
-from api.access import Key, RowId, kb_id_for, operator, owned
+from api.access import DocNumber, Key, QueryNumber, kb_id_for, operator, owned
 from api.errors import ERRORS
-from api.models import Accepted, DocumentOut, FeedbackIn, KbIn, KbOut, QueryIn, QueryOut, Readiness, ResultOut
+from api.models import (
+    Accepted,
+    BatchIn,
+    DocumentOut,
+    FeedbackIn,
+    HistoryOut,
+    KbIn,
+    KbOut,
+    QueryIn,
+    QueryOut,
+    Readiness,
+    ResultOut,
+)
 from core.redact import redact
 from service import bases, documents, queries, training
 from service import feedback as feedback_service
@@ -76,14 +88,14 @@ def list_documents(name: str, who: Key) -> list[DocumentOut]:
 
 
 @router.get("/v1/documents/{doc_id}", tags=["documents"], summary="A document's status and progress")
-def get_document(doc_id: RowId, who: Key) -> DocumentOut:
+def get_document(doc_id: DocNumber, who: Key) -> DocumentOut:
     owned(who, db.Document, doc_id, "document", "reader")
     info, progress = documents.document_progress(doc_id)
     return DocumentOut.of(info, progress)
 
 
 @router.delete("/v1/documents/{doc_id}", tags=["documents"], summary="Remove a document (writer)")
-def delete_document(doc_id: RowId, who: Key) -> dict[str, Any]:
+def delete_document(doc_id: DocNumber, who: Key) -> dict[str, Any]:
     owned(who, db.Document, doc_id, "document", "writer")
     gone = documents.remove_document(f"d{doc_id}")
     return {"removed": gone.public_id, "name": gone.name, "chunks": gone.chunks}
@@ -96,21 +108,44 @@ def ask(name: str, body: QueryIn, who: Key) -> QueryOut:
     return QueryOut(id=ticket.public_id, status="queued")
 
 
+@router.post(
+    "/v1/kbs/{name}/queries:batch", status_code=202, tags=["queries"],
+    summary="Ask many questions at once, each its own query; all are queued or none",
+)  # fmt: skip
+def ask_batch(name: str, body: BatchIn, who: Key) -> list[QueryOut]:
+    kb_id_for(who, name, "reader")
+    tickets = queries.ask_many(name, [(q.question, q.task) for q in body.questions])
+    return [QueryOut(id=t.public_id, status="queued") for t in tickets]
+
+
+@router.get("/v1/kbs/{name}/queries", tags=["queries"], summary="Questions and their answers, newest first")
+def query_history(
+    name: str,
+    who: Key,
+    status: Annotated[str | None, Query(description="only queries in this status", examples=["done"])] = None,
+    limit: Annotated[int, Query(ge=1, le=queries.HISTORY_PAGE_MAX)] = 20,
+    cursor: Annotated[str | None, Query(description="next_cursor of the page before", examples=["q12"])] = None,
+) -> HistoryOut:
+    kb_id_for(who, name, "reader")
+    page = queries.history(name, status=status, limit=limit, cursor=cursor)
+    return HistoryOut(queries=page.queries, next_cursor=page.next_cursor)
+
+
 @router.get("/v1/queries/{query_id}", tags=["queries"], summary="A query's status")
-def query_status(query_id: RowId, who: Key) -> QueryOut:
+def query_status(query_id: QueryNumber, who: Key) -> QueryOut:
     owned(who, db.Query, query_id, "query", "reader")
     now = queries.status(f"q{query_id}")
     return QueryOut(id=now.public_id, status=now.status, error=now.error)
 
 
 @router.get("/v1/queries/{query_id}/result", tags=["queries"], summary="The answer, its citation and evidence")
-def query_result(query_id: RowId, who: Key) -> ResultOut:
+def query_result(query_id: QueryNumber, who: Key) -> ResultOut:
     owned(who, db.Query, query_id, "query", "reader")
     return ResultOut(**queries.result(query_id).record())
 
 
 @router.get("/v1/queries/{query_id}/events", tags=["queries"], summary="Server-sent events until the answer is in")
-def query_events(query_id: RowId, who: Key) -> StreamingResponse:
+def query_events(query_id: QueryNumber, who: Key) -> StreamingResponse:
     owned(who, db.Query, query_id, "query", "reader")
 
     def state() -> dict[str, Any]:
@@ -121,7 +156,7 @@ def query_events(query_id: RowId, who: Key) -> StreamingResponse:
 
 
 @router.get("/v1/documents/{doc_id}/events", tags=["documents"], summary="Server-sent events until it is ready")
-def document_events(doc_id: RowId, who: Key) -> StreamingResponse:
+def document_events(doc_id: DocNumber, who: Key) -> StreamingResponse:
     owned(who, db.Document, doc_id, "document", "reader")
 
     def state() -> dict[str, Any]:
@@ -134,13 +169,13 @@ def document_events(doc_id: RowId, who: Key) -> StreamingResponse:
 
 
 @router.get("/v1/documents/{doc_id}/text", tags=["documents"], summary="The document's text (citations index it)")
-def document_text(doc_id: RowId, who: Key) -> PlainTextResponse:
+def document_text(doc_id: DocNumber, who: Key) -> PlainTextResponse:
     row = owned(who, db.Document, doc_id, "document", "reader")
     return PlainTextResponse(row.text)
 
 
 @router.post("/v1/queries/{query_id}/feedback", status_code=201, tags=["feedback"], summary="Rate an answer (writer)")
-def give_feedback(query_id: RowId, body: FeedbackIn, who: Key) -> dict[str, int]:
+def give_feedback(query_id: QueryNumber, body: FeedbackIn, who: Key) -> dict[str, int]:
     owned(who, db.Query, query_id, "query", "writer")
     return {"feedback": feedback_service.give_feedback(f"q{query_id}", body.good, body.answer, body.comment)}
 

@@ -12,7 +12,7 @@ from cli.bases import docs, ingest, kb, remove
 from cli.evaluate import eval_
 from cli.keys import keys
 from cli.memory import memory
-from cli.queries import ask, feedback, result, status
+from cli.queries import ask, feedback, history, result, status
 from cli.repair import reindex, repair
 from cli.services import beat, down, models, serve, up, worker
 from cli.training import adapters, retrain
@@ -58,6 +58,7 @@ for command in (
     ask,
     status,
     result,
+    history,
     feedback,
     repair,
     reindex,

@@ -16,7 +16,13 @@ from service import queries
 
 @click.command()
 @click.argument("kb_name", metavar="KB")
-@click.argument("question")
+@click.argument("question", required=False)
+@click.option(
+    "--file",
+    "questions_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Ask every non-empty line of this file instead (one batch: all are queued or none); prints one id each.",
+)
 @click.option(
     "--task",
     type=click.Choice(TASKS),
@@ -28,8 +34,22 @@ from service import queries
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with --wait: the whole answer record).")
 @click.option("--show-clues", is_flag=True, help="With --wait: also print the clues the memories wrote.")
 @click.option("--timeout", type=float, default=900, show_default=True, help="Seconds --wait waits.")
-def ask(kb_name: str, question: str, task: str, wait: bool, as_json: bool, show_clues: bool, timeout: float) -> None:
+def ask(
+    kb_name: str,
+    question: str | None,
+    questions_file: Path | None,
+    task: str,
+    wait: bool,
+    as_json: bool,
+    show_clues: bool,
+    timeout: float,
+) -> None:
     """Ask QUESTION about the knowledge base KB; prints the query id at once."""
+    if (question is None) == (questions_file is None):
+        raise click.UsageError("give a QUESTION or --file FILE (one question per line), not both")
+    if questions_file is not None:
+        ask_file(kb_name, questions_file, task, wait=wait, as_json=as_json, timeout=timeout)
+        return
     ticket = queries.ask(kb_name, question, task)
     if not wait:
         click.echo(json.dumps({"query": ticket.public_id, "status": "queued"}) if as_json else ticket.public_id)
@@ -47,6 +67,56 @@ def ask(kb_name: str, question: str, task: str, wait: bool, as_json: bool, show_
     )
     follow([ticket.id], poll, interval=0.2, timeout=timeout, late=lambda: late)
     print_result(ticket.id, as_json, show_clues=show_clues)
+
+
+def ask_file(kb_name: str, path: Path, task: str, *, wait: bool, as_json: bool, timeout: float) -> None:
+    """Every line of ``path`` as one batch; with ``wait``, each answer as it is done."""
+    lines = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+    tickets = queries.ask_many(kb_name, [(line, task) for line in lines if line])
+    if not wait:
+        for ticket in tickets:
+            click.echo(json.dumps({"query": ticket.public_id, "status": "queued"}) if as_json else ticket.public_id)
+        return
+    by_id = {t.id: t.public_id for t in tickets}
+
+    def poll(query_id: int) -> Step:
+        state = queries.query_status(query_id)
+        return Step(f"{by_id[query_id]}: {state}", finished=state in ("done", "failed", "deleted"))
+
+    late = f"some questions are still running after {timeout:.0f} s; see 'python manage.py queries {kb_name}'"
+    follow(list(by_id), poll, interval=0.2, timeout=timeout, late=lambda: late)
+    for ticket in tickets:
+        found = queries.result(ticket.id)
+        if as_json:
+            click.echo(json.dumps(found.record(), default=str))
+        else:
+            text = (found.answer or {}).get("text") or f"({found.status}{': ' + found.error if found.error else ''})"
+            click.echo(f"{ticket.public_id}  {found.question}\n    {text}")
+
+
+@click.command("queries")
+@click.argument("kb_name", metavar="KB")
+@click.option("--status", "state", default=None, help="Only queries in this status (queued, done, failed, ...).")
+@click.option("--limit", type=click.IntRange(1, queries.HISTORY_PAGE_MAX), default=20, show_default=True)
+@click.option("--before", "cursor", default=None, help="Start after this query id (the last page's next cursor).")
+@click.option("--json", "as_json", is_flag=True, help="The page as JSON: queries and next_cursor.")
+def history(kb_name: str, state: str | None, limit: int, cursor: str | None, as_json: bool) -> None:
+    """The knowledge base KB's questions, newest first, with their answers and the feedback they got."""
+    page = queries.history(kb_name, status=state, limit=limit, cursor=cursor)
+    if as_json:
+        click.echo(json.dumps({"queries": page.queries, "next_cursor": page.next_cursor}, indent=2))
+        return
+    if not page.queries:
+        click.echo(f"no questions in {kb_name}" + (f" with status {state!r}" if state else ""))
+    for item in page.queries:
+        rated = "".join("+" if f["good"] else "-" for f in item["feedback"])
+        click.echo(f"{item['id']:>6}  {item['status']:<10} {item['asked_at'][:19]}  {item['question']}")
+        if item["answer"] is not None:
+            click.echo(f"{'':8}{item['answer'][:200]}" + (f"  [feedback {rated}]" if rated else ""))
+        elif item["error"]:
+            click.echo(f"{'':8}{item['error']}")
+    if page.next_cursor:
+        click.echo(f"more: python manage.py queries {kb_name} --before {page.next_cursor}")
 
 
 def print_result(query_id: int, as_json: bool, *, show_clues: bool = False) -> None:

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     embedder: str = "default"
     max_document_mb: Annotated[float, Field(gt=0)] = 20.0
     max_question_chars: Annotated[int, Field(ge=1)] = 2000
+    # Most questions one batch (``queries:batch``, ``ask --file``) may carry; a larger one is refused whole.
+    max_batch: Annotated[int, Field(ge=1)] = 100
     # Bounds checked before anything is queued: a document's tokens (the memory model's) and a PDF's pages.
     max_document_tokens: Positive = 2_000_000
     max_pdf_pages: Positive = 2000

@@ -7,6 +7,6 @@ meant for the person who asked. Below: ``store/`` (rows, memories, vectors)
 and ``workers.tasks`` (where work is sent); the model is never loaded here.
 """
 
-from service.errors import Conflict, Invalid, NotFound, NoWorker, ServiceError
+from service.errors import Conflict, Invalid, NotFound, NoWorker, ServiceError, TooMany
 
-__all__ = ["Conflict", "Invalid", "NoWorker", "NotFound", "ServiceError"]
+__all__ = ["Conflict", "Invalid", "NoWorker", "NotFound", "ServiceError", "TooMany"]

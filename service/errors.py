@@ -19,3 +19,7 @@ class Invalid(ServiceError):
 
 class NoWorker(ServiceError):
     """No worker serves the queue the request needs."""
+
+
+class TooMany(ServiceError):
+    """More at once than a limit allows (a batch over ``MEMORAG_MAX_BATCH``): refused whole."""

@@ -11,7 +11,7 @@ from sqlmodel import select
 from agent.choices import TASKS
 from core.settings import get_settings
 from service.bases import get_kb
-from service.errors import Invalid, NotFound
+from service.errors import Invalid, NotFound, TooMany
 from service.ids import parse_id, query_number
 from service.stores import require_worker, task_progress
 from store import db
@@ -23,15 +23,32 @@ class Ticket:
     public_id: str
 
 
-def ask(kb_name: str, question: str, task: str = "memorag") -> Ticket:
-    """Queue ``question`` for the knowledge base's ready documents; returns at once."""
+def _check_question(question: str, task: str, where: str = "") -> None:
     if not question.strip():
-        raise Invalid("the question is empty")
+        raise Invalid(f"{where}the question is empty")
     limit = get_settings().max_question_chars
     if len(question) > limit:
-        raise Invalid(f"the question is {len(question)} characters; the limit is {limit} (MEMORAG_MAX_QUESTION_CHARS)")
+        raise Invalid(
+            f"{where}the question is {len(question)} characters; the limit is {limit} (MEMORAG_MAX_QUESTION_CHARS)"
+        )
     if task not in TASKS:
-        raise Invalid(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+        raise Invalid(f"{where}unknown task {task!r}; choose one of {', '.join(TASKS)}")
+
+
+def ask(kb_name: str, question: str, task: str = "memorag") -> Ticket:
+    """Queue ``question`` for the knowledge base's ready documents; returns at once."""
+    return ask_many(kb_name, [(question, task)])[0]
+
+
+def ask_many(kb_name: str, asked: list[tuple[str, str]]) -> list[Ticket]:
+    """Queue every (question, task) or none: each is checked, and the batch's size, before any is recorded."""
+    limit = get_settings().max_batch
+    if len(asked) > limit:
+        raise TooMany(f"{len(asked)} questions in one batch; the limit is {limit} (MEMORAG_MAX_BATCH)")
+    if not asked:
+        raise Invalid("the batch holds no questions")
+    for n, (question, task) in enumerate(asked, 1):
+        _check_question(question, task, f"question {n}: " if len(asked) > 1 else "")
     with db.session() as s:
         base = get_kb(s, kb_name)
         ready = db.ready_documents(s, base.id)
@@ -46,14 +63,15 @@ def ask(kb_name: str, question: str, task: str = "memorag") -> Ticket:
         raise Invalid(f"{db.no_ready_documents(kb_name)} ({hint})")
     require_worker("query")
     with db.session() as s:
-        query = db.Query(kb_id=base.id, text=question.strip(), task=task, task_id=uuid.uuid4().hex)
-        s.add(query)
+        rows = [db.Query(kb_id=base.id, text=q.strip(), task=task, task_id=uuid.uuid4().hex) for q, task in asked]
+        s.add_all(rows)
         s.flush()
-        ticket, task_id = Ticket(query.id, query.public_id), query.task_id
+        sent = [(Ticket(row.id, row.public_id), row.task_id) for row in rows]
     from workers.tasks import answer
 
-    answer.apply_async(args=[ticket.id], task_id=task_id)  # after the commit: the worker reads the row
-    return ticket
+    for ticket, task_id in sent:  # after the commit: the worker reads the row
+        answer.apply_async(args=[ticket.id], task_id=task_id)
+    return [ticket for ticket, _ in sent]
 
 
 def existing_query(ident: str) -> int:
@@ -114,3 +132,58 @@ def result(query_id: int) -> Result:
         row = s.exec(select(db.Answer).where(db.Answer.query_id == query_id)).first()
         answer = None if row is None else row.model_dump(exclude={"id", "query_id", "created_at"})
         return Result(query.public_id, query.text, query.task, query.status, query.error, answer)
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """Newest first; ``next_cursor`` (a query id) asks for the page after this one, None at the end."""
+
+    queries: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def history(kb_name: str, *, status: str | None = None, limit: int = 20, cursor: str | None = None) -> HistoryPage:
+    """The knowledge base's questions, newest first, each with its answer's text, citation and feedback."""
+    known = [state.value for state in db.Status]
+    if status is not None and status not in known:
+        raise Invalid(f"unknown status {status!r}; choose one of {', '.join(known)}")
+    if not 1 <= limit <= HISTORY_PAGE_MAX:
+        raise Invalid(f"limit must be between 1 and {HISTORY_PAGE_MAX}")
+    before = query_number(cursor) if cursor else None
+    with db.session() as s:
+        base = get_kb(s, kb_name)
+        pick = select(db.Query).where(db.Query.kb_id == base.id)
+        if status is not None:
+            pick = pick.where(db.Query.status == status)
+        if before is not None:
+            pick = pick.where(db.Query.id < before)
+        rows = s.exec(pick.order_by(db.Query.id.desc()).limit(limit + 1)).all()
+        page = rows[:limit]
+        ids = [q.id for q in page]
+        answers = {a.query_id: a for a in s.exec(select(db.Answer).where(db.Answer.query_id.in_(ids))).all()}
+        ratings: dict[int, list[dict[str, Any]]] = {}
+        for f in s.exec(select(db.Feedback).where(db.Feedback.query_id.in_(ids)).order_by(db.Feedback.id)).all():
+            ratings.setdefault(f.query_id, []).append(
+                {"id": f.id, "good": f.rating > 0, "answer": f.corrected_answer, "comment": f.comment}
+            )
+        items = [_history_item(q, answers.get(q.id), ratings.get(q.id, [])) for q in page]
+    return HistoryPage(items, page[-1].public_id if len(rows) > limit else None)
+
+
+HISTORY_PAGE_MAX = 200
+
+
+def _history_item(query: db.Query, answer: db.Answer | None, feedback: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": query.public_id,
+        "question": query.text,
+        "task": query.task,
+        "status": query.status,
+        "error": query.error,
+        "asked_at": query.created_at.isoformat(),
+        "finished_at": query.finished_at.isoformat() if query.finished_at else None,
+        "answer": None if answer is None else answer.text,
+        "supported": None if answer is None else answer.supported,
+        "citation": None if answer is None else answer.citation,
+        "feedback": feedback,
+    }

@@ -118,14 +118,14 @@ def test_upload_ready_ask_result_feedback(client, town, monkeypatch):
         assert accepted.status_code == 202 and [d["status"] for d in accepted.json()] == ["queued", "queued"]
         again = client.post("/v1/kbs/town/documents", headers=writer, files=files[:1]).json()
         assert again[0]["existing"] == "bakery.txt"  # the same text is not added twice
-        ids = [int(d["id"][1:]) for d in accepted.json()]
+        ids = [d["id"] for d in accepted.json()]  # as printed: d1, d2
         for doc_id in ids:
             wait_for(lambda d=doc_id: client.get(f"/v1/documents/{d}", headers=writer).json()["status"] == "ready")
         asked = client.post(
             "/v1/kbs/town/queries", headers=auth(town["reader"]), json={"question": "Who built the telescope?"}
         )
         assert asked.status_code == 202 and asked.json()["status"] == "queued"
-        query = int(asked.json()["id"][1:])
+        query = asked.json()["id"]
         with client.stream("GET", f"/v1/queries/{query}/events", headers=writer) as stream:
             events = [line for line in stream.iter_lines() if line.startswith("event:")]
         assert events[-1] == "event: end" and set(events[:-1]) <= {"event: progress"}
@@ -142,8 +142,30 @@ def test_upload_ready_ask_result_feedback(client, town, monkeypatch):
     assert given.status_code == 201
     with db.session() as s:
         row = s.get(db.Feedback, given.json()["feedback"])
-        assert (row.query_id, row.rating, row.corrected_answer) == (query, -1, "Ilse Varga")
+        assert (f"q{row.query_id}", row.rating, row.corrected_answer) == (query, -1, "Ilse Varga")
     runtime.reset()
+
+
+def test_paths_take_ids_as_printed_and_bare_numbers(client, town):
+    with db.session() as s:
+        s.add(db.Document(kb_id=1, name="a.txt", text="Some text.", content_hash="h", status=db.Status.ready))
+        s.add(db.Query(kb_id=1, text="Who?", status=db.Status.failed, error="none"))
+    reader = auth(town["reader"])
+    for ident in ("d1", "D1", "1"):
+        got = client.get(f"/v1/documents/{ident}", headers=reader)
+        assert got.status_code == 200 and got.json()["id"] == "d1", (ident, got.text)
+    for ident in ("q1", "1"):
+        got = client.get(f"/v1/queries/{ident}", headers=reader)
+        assert got.status_code == 200 and got.json()["id"] == "q1", (ident, got.text)
+    wrong = client.get("/v1/documents/q1", headers=reader)
+    assert wrong.status_code == 422 and "q1 is a query id" in wrong.json()["error"]
+    assert client.get("/v1/queries/d1/result", headers=reader).status_code == 422
+    missing = client.get("/v1/queries/q999", headers=reader)
+    assert missing.status_code == 404 and missing.json()["error"] == "no query q999"
+    assert client.get("/v1/documents/x1", headers=reader).status_code == 422
+    schema = client.app.openapi()["paths"]["/v1/documents/{doc_id}"]["get"]["parameters"]
+    (param,) = [p for p in schema if p["name"] == "doc_id"]
+    assert param["schema"]["type"] == "string" and "d12" in param["description"]
 
 
 def test_adapters_are_for_an_operator_only(client, town):
@@ -176,12 +198,12 @@ def test_every_endpoint_by_key_no_wrong_revoked_and_another_knowledge_base(clien
     keys.revoke_key(int(revoked.split("_")[1]))
     open_paths = {"/healthz", "/readyz"}
     calls = [(m, p) for m, p in _every_endpoint(client) if p not in open_paths]
-    assert len(calls) == 17  # every operation but the two health checks
+    assert len(calls) == 19  # every operation but the two health checks
     for method, path in calls:
         for headers in ({}, auth(town["reader"] + "x"), auth(revoked)):
             assert client.request(method, path, headers=headers).status_code == 401, (method, path, headers)
         body = {"files": {"files": ("a.txt", b"Text.")}} if path.endswith("/documents") and method == "POST" else {}
-        valid = body or {"json": {"name": "new", "question": "Who?", "good": True}}  # valid, so the key decides
+        valid = body or {"json": {"name": "new", "question": "Who?", "good": True, "questions": [{"question": "Who?"}]}}
         stranger = client.request(method, path, headers=auth(town["other"]), **valid)
         expected = 403 if "/adapters" in path or (path == "/v1/kbs" and method == "POST") else 404
         if path == "/v1/kbs" and method == "GET":
