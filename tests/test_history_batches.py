@@ -56,7 +56,8 @@ def test_a_batch_is_queued_whole_or_refused_whole(town, monkeypatch):
     got = client.post("/v1/kbs/town/queries:batch", headers=auth(town["reader"]), json=body)
     assert got.status_code == 202 and [q["status"] for q in got.json()] == ["queued", "queued"]
     ids = [q["id"] for q in got.json()]
-    assert len(set(ids)) == 2 and all(client.get(f"/v1/queries/{i}", headers=auth(town["reader"])).is_success for i in ids)
+    assert len(set(ids)) == 2
+    assert all(client.get(f"/v1/queries/{i}", headers=auth(town["reader"])).is_success for i in ids)
 
     monkeypatch.setenv("MEMORAG_MAX_BATCH", "2")
     over = {"questions": [{"question": f"Question {n}?"} for n in range(3)]}
