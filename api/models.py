@@ -68,9 +68,15 @@ Task = Literal[TASKS]  # type: ignore[valid-type]
 class QueryIn(BaseModel):
     question: str = Field(min_length=1, examples=["Who built the Kell bridge?"])
     task: Task = "memorag"
+    callback_url: str | None = Field(
+        default=None, examples=["https://example.com/hooks/memorag"],
+        description="POSTed the result once done or failed, signed: X-Memorag-Signature: t=<unix>,v1=<HMAC-SHA256 "
+        "of '<t>.<body>' with the key's webhook secret>; retried with backoff; http(s), public or allowed hosts",
+    )  # fmt: skip
 
 
 class BatchIn(BaseModel):
+    callback_url: str | None = Field(default=None, description="as a query's, for every question of the batch")
     questions: list[QueryIn] = Field(
         description="each its own query; more than MEMORAG_MAX_BATCH (default 100) is refused whole with 413",
         examples=[[{"question": "Who built the Kell bridge?"}, {"question": "When did it open?"}]],

@@ -28,7 +28,7 @@ from api.models import (
     ResultOut,
 )
 from core.redact import redact
-from service import bases, documents, queries, training
+from service import Invalid, bases, documents, queries, training
 from service import feedback as feedback_service
 from store import db
 
@@ -104,7 +104,7 @@ def delete_document(doc_id: DocNumber, who: Key) -> dict[str, Any]:
 @router.post("/v1/kbs/{name}/queries", status_code=202, tags=["queries"], summary="Ask a question; answered later")
 def ask(name: str, body: QueryIn, who: Key) -> QueryOut:
     kb_id_for(who, name, "reader")
-    ticket = queries.ask(name, body.question, body.task)
+    ticket = queries.ask(name, body.question, body.task, callback_url=body.callback_url, key_id=who.key_id)
     return QueryOut(id=ticket.public_id, status="queued")
 
 
@@ -114,7 +114,10 @@ def ask(name: str, body: QueryIn, who: Key) -> QueryOut:
 )  # fmt: skip
 def ask_batch(name: str, body: BatchIn, who: Key) -> list[QueryOut]:
     kb_id_for(who, name, "reader")
-    tickets = queries.ask_many(name, [(q.question, q.task) for q in body.questions])
+    if any(q.callback_url for q in body.questions):
+        raise Invalid("a batch has one callback_url, beside its questions, not one per question")
+    asked = [(q.question, q.task) for q in body.questions]
+    tickets = queries.ask_many(name, asked, callback_url=body.callback_url, key_id=who.key_id)
     return [QueryOut(id=t.public_id, status="queued") for t in tickets]
 
 

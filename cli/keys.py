@@ -19,8 +19,14 @@ def keys() -> None:
               help="reader: ask and read results; writer: also add/remove documents and give feedback; "
                    "admin: also manage knowledge bases, keys and adapters.")  # fmt: skip
 def keys_create(kb_name: str | None, role: str) -> None:
-    """Create a key and print it once (only its hash is kept)."""
-    click.echo(key_service.create_key(role, kb_name))
+    """Create a key and print it once (only its hash is kept).
+
+    The key is the one line on standard output; its webhook signing secret (for verifying the
+    X-Memorag-Signature of callbacks the key's queries ask for) goes to standard error, also once.
+    """
+    made = key_service.new_key(role, kb_name)
+    click.echo(made.key)
+    click.echo(f"webhook signing secret (shown once): {made.webhook_secret}", err=True)
 
 
 @keys.command("list")

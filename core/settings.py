@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     embedder: str = "default"
     max_document_mb: Annotated[float, Field(gt=0)] = 20.0
     max_question_chars: Annotated[int, Field(ge=1)] = 2000
+    # Webhooks: hosts, addresses or networks (comma-separated) callbacks may reach; empty: any public address
+    # (private, loopback and reserved ones refused). Each POST waits WEBHOOK_TIMEOUT_S; WEBHOOK_ATTEMPTS in all.
+    webhook_hosts: str = ""
+    webhook_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+    webhook_attempts: Annotated[int, Field(ge=1, le=20)] = 5
     # Most questions one batch (``queries:batch``, ``ask --file``) may carry; a larger one is refused whole.
     max_batch: Annotated[int, Field(ge=1)] = 100
     # Bounds checked before anything is queued: a document's tokens (the memory model's) and a PDF's pages.

@@ -111,6 +111,7 @@ def delete_kb(name: str, stores: Stores | None = None) -> int:
     with db.session() as s:
         query_ids = select(db.Query.id).where(db.Query.kb_id == base.id)
         s.exec(delete(db.Feedback).where(db.Feedback.query_id.in_(query_ids)))
+        s.exec(delete(db.WebhookDelivery).where(db.WebhookDelivery.query_id.in_(query_ids)))
         s.exec(delete(db.Answer).where(db.Answer.query_id.in_(query_ids)))
         s.exec(delete(db.Query).where(db.Query.kb_id == base.id))
         s.exec(delete(db.Document).where(db.Document.kb_id == base.id))

@@ -41,17 +41,30 @@ def _digest(secret: str, salt: str) -> str:
     return hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt), **_SCRYPT).hex()
 
 
+@dataclass(frozen=True)
+class NewKey:
+    """A key as created: the only time either secret is shown."""
+
+    key: str
+    webhook_secret: str  # signs the webhooks of the queries this key asks (X-Memorag-Signature)
+
+
 def create_key(role: str, kb_name: str | None = None) -> str:
     """A new key for ``role`` in ``kb_name`` (None: every knowledge base); the only time it is shown."""
+    return new_key(role, kb_name).key
+
+
+def new_key(role: str, kb_name: str | None = None) -> NewKey:
+    """As ``create_key``, with the key's webhook signing secret."""
     if role not in ROLES:
         raise Invalid(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
-    secret, salt = secrets.token_urlsafe(24), secrets.token_hex(16)
+    secret, salt, signing = secrets.token_urlsafe(24), secrets.token_hex(16), f"whsec_{secrets.token_urlsafe(24)}"
     with db.session() as s:
         kb_id = None if kb_name is None else get_kb(s, kb_name).id
-        row = db.ApiKey(kb_id=kb_id, role=role, salt=salt, digest=_digest(secret, salt))
+        row = db.ApiKey(kb_id=kb_id, role=role, salt=salt, digest=_digest(secret, salt), webhook_secret=signing)
         s.add(row)
         s.flush()
-        return f"mrg_{row.id}_{secret}"
+        return NewKey(f"mrg_{row.id}_{secret}", signing)
 
 
 def revoke_key(key_id: int) -> None:

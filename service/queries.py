@@ -9,6 +9,7 @@ from typing import Any
 from sqlmodel import select
 
 from agent.choices import TASKS
+from core.callbacks import CallbackRefused, check_callback, parse_allowed
 from core.settings import get_settings
 from service.bases import get_kb
 from service.errors import Invalid, NotFound, TooMany
@@ -35,14 +36,27 @@ def _check_question(question: str, task: str, where: str = "") -> None:
         raise Invalid(f"{where}unknown task {task!r}; choose one of {', '.join(TASKS)}")
 
 
-def ask(kb_name: str, question: str, task: str = "memorag") -> Ticket:
-    """Queue ``question`` for the knowledge base's ready documents; returns at once."""
-    return ask_many(kb_name, [(question, task)])[0]
+def ask(
+    kb_name: str, question: str, task: str = "memorag", *, callback_url: str | None = None, key_id: int | None = None
+) -> Ticket:
+    """Queue ``question`` for the knowledge base's ready documents; returns at once.
+
+    ``callback_url``: POST the result there once done or failed, signed with key ``key_id``'s webhook secret.
+    """
+    return ask_many(kb_name, [(question, task)], callback_url=callback_url, key_id=key_id)[0]
 
 
-def ask_many(kb_name: str, asked: list[tuple[str, str]]) -> list[Ticket]:
+def ask_many(
+    kb_name: str, asked: list[tuple[str, str]], *, callback_url: str | None = None, key_id: int | None = None
+) -> list[Ticket]:
     """Queue every (question, task) or none: each is checked, and the batch's size, before any is recorded."""
-    limit = get_settings().max_batch
+    settings = get_settings()
+    if callback_url:
+        try:
+            callback_url = check_callback(callback_url, parse_allowed(settings.webhook_hosts))
+        except CallbackRefused as exc:
+            raise Invalid(f"callback_url: {exc}") from None
+    limit = settings.max_batch
     if len(asked) > limit:
         raise TooMany(f"{len(asked)} questions in one batch; the limit is {limit} (MEMORAG_MAX_BATCH)")
     if not asked:
@@ -63,7 +77,13 @@ def ask_many(kb_name: str, asked: list[tuple[str, str]]) -> list[Ticket]:
         raise Invalid(f"{db.no_ready_documents(kb_name)} ({hint})")
     require_worker("query")
     with db.session() as s:
-        rows = [db.Query(kb_id=base.id, text=q.strip(), task=task, task_id=uuid.uuid4().hex) for q, task in asked]
+        rows = [
+            db.Query(
+                kb_id=base.id, text=q.strip(), task=task, task_id=uuid.uuid4().hex, callback_url=callback_url or None,
+                key_id=key_id,
+            )
+            for q, task in asked
+        ]  # fmt: skip
         s.add_all(rows)
         s.flush()
         sent = [(Ticket(row.id, row.public_id), row.task_id) for row in rows]

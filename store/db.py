@@ -105,10 +105,27 @@ class Query(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # Where the result is POSTed once the query is done or failed, signed with the asking key's secret.
+    callback_url: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    key_id: int | None = None  # the API key that asked (None: the command line)
 
     @property
     def public_id(self) -> str:
         return f"q{self.id}"
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One attempt to POST a query's result to its callback: kept whether it landed or not."""
+
+    __tablename__ = "webhook_delivery"
+    id: int | None = Field(default=None, primary_key=True)
+    query_id: int = Field(foreign_key="query.id", index=True)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    attempt: int
+    status_code: int | None = None  # the receiver's reply; None when there was none
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    delivered: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class Answer(SQLModel, table=True):
@@ -185,6 +202,9 @@ class ApiKey(SQLModel, table=True):
     role: str = Field(max_length=16)
     salt: str = Field(max_length=64)
     digest: str = Field(max_length=128)
+    # Signs the webhooks of the queries this key asks (HMAC-SHA256); shown once, with the key. A signing
+    # secret must be read back to sign, so it is stored as it is, unlike the key's own secret.
+    webhook_secret: str | None = Field(default=None, max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None
 

@@ -23,6 +23,7 @@ ROUTES = {
     "memorag.answer": {"queue": "query"},
     "memorag.retrain": {"queue": "train"},
     "memorag.reconcile": {"queue": CONTROL},
+    "memorag.webhook": {"queue": CONTROL},  # short, and never behind a backlog of questions
 }
 
 app = Celery("memorag", include=["workers.tasks"])

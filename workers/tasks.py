@@ -54,9 +54,36 @@ def reconcile(self: Task, kb_id: int | None = None) -> dict:
 @app.task(name="memorag.answer", bind=True, **RETRY)
 def answer(self: Task, query_id: int) -> dict:
     try:
-        return jobs.answer_query(query_id)
+        outcome = jobs.answer_query(query_id)
     except jobs.WaitForRepair as wait:  # the same task id, held by this worker until then: never seen as lost
         raise self.retry(countdown=wait.countdown, max_retries=None) from None
+    except Exception:
+        _call_back(query_id)  # only if the failure was final (the row says failed), not one retried
+        raise
+    _call_back(query_id)
+    return outcome
+
+
+def _call_back(query_id: int) -> None:
+    from workers import webhooks
+
+    if webhooks.pending(query_id):
+        webhook.delay(query_id)
+
+
+@app.task(name="memorag.webhook", bind=True, ignore_result=True, **RETRY)
+def webhook(self: Task, query_id: int) -> dict:
+    """POST the result to the query's callback, retried with backoff up to MEMORAG_WEBHOOK_ATTEMPTS times."""
+    from core.settings import get_settings
+    from workers import webhooks
+
+    settings = get_settings()
+    done, attempt = webhooks.deliver(query_id, settings)
+    if done:
+        return {"query": f"q{query_id}", "webhook": "sent"}
+    if attempt >= settings.webhook_attempts:
+        return {"query": f"q{query_id}", "webhook": f"gave up after {attempt} attempts"}
+    raise self.retry(countdown=webhooks.backoff_s(attempt), max_retries=settings.webhook_attempts)
 
 
 @app.task(name="memorag.retrain", bind=True, **RETRY)
