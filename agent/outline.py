@@ -27,7 +27,9 @@ from core.dates import DATE, days, spelled
 
 _ATX = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 # A line of text underlined by a run of one punctuation character at least as long (RST, setext, plain text).
-_UNDERLINED = re.compile(r"^([^\n]*\S[^\n]*)\n([=\-~^\"'`*+#])\2{2,}[ \t]*$", re.MULTILINE)
+# The lookahead keeps it linear in a line's length: "[^\n]*\S[^\n]*" backtracked quadratically, and a page
+# with one 200,000-character line took minutes to chunk.
+_UNDERLINED = re.compile(r"^(?=[^\n]*\S)([^\n]+)\n([=\-~^\"'`*+#])\2{2,}[ \t]*$", re.MULTILINE)
 _HTML = re.compile(r"<H([1-6])>\s*(.+?)\s*</H\1>", re.IGNORECASE | re.DOTALL)  # Natural Questions' pages
 _CODE_FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 _MARKUP = re.compile(r"[`*_]+|<!--.*?-->|\[([^\]]*)\]\[[^\]]*\]")

@@ -130,3 +130,15 @@ def test_longmemeval_haystacks_become_dated_documents_with_the_answer_turn_as_ev
 def test_html_headings_title_a_page_and_head_its_sections():
     page = "Statue of Liberty - wikipedia <H1> Statue of Liberty </H1> <P> A statue. </P> <H2> Design </H2> <P> Copper."
     assert chunk_context(page, page.index("Copper"), "") == "Statue of Liberty > Design"
+
+
+def test_a_page_of_one_very_long_line_is_outlined_in_linear_time():
+    """An HTML dump or minified text: one 200,000-character line took minutes under a backtracking pattern."""
+    import time
+
+    from agent.outline import outline
+
+    started = time.perf_counter()
+    found = outline("word " * 40_000 + "\nSetup\n=====\nbody")
+    assert time.perf_counter() - started < 1.0
+    assert [h.text for h in found.headings] == ["Setup"]
