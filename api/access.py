@@ -9,7 +9,6 @@ from fastapi import Depends, Header, Path
 from api.errors import Denied, Unauthenticated
 from service import Invalid, NotFound, bases, keys
 from service.ids import parse_id
-from store import db
 
 
 def principal(
@@ -57,11 +56,7 @@ QueryNumber = Annotated[int, Depends(_query_number)]
 
 def kb_id_for(who: keys.Principal, name: str, role: str) -> int:
     """The knowledge base's id if ``who`` sees it (else 404, as for one that does not exist) and has ``role``."""
-    with db.session() as s:
-        try:
-            kb_id = bases.get_kb(s, name).id
-        except NotFound:
-            kb_id = None
+    kb_id = bases.kb_id(name)
     if kb_id is None or not who.sees(kb_id):
         raise NotFound(f"no knowledge base named {name!r}")
     if not who.may(role):
@@ -69,16 +64,14 @@ def kb_id_for(who: keys.Principal, name: str, role: str) -> int:
     return kb_id
 
 
-def owned(who: keys.Principal, model, number: int, label: str, role: str):
-    """The row (a Document or Query) if ``who`` sees its knowledge base and has ``role``; else 404 / 403."""
-    with db.session() as s:
-        row = s.get(model, number)
-        kb_id = None if row is None else row.kb_id
+def owned(who: keys.Principal, kind: str, number: int, role: str) -> None:
+    """Pass if ``who`` sees the knowledge base of document ("d") or query ("q") ``number`` and has ``role``;
+    else 404 (as for one that does not exist) or 403."""
+    kb_id = bases.owner_of(kind, number)
     if kb_id is None or not who.sees(kb_id):
-        raise NotFound(f"no {label} {label[0]}{number}")
+        raise NotFound(f"no {_KINDS[kind]} {kind}{number}")
     if not who.may(role):
         raise Denied(f"a {who.role} key may not do this; it needs a {role} key")
-    return row
 
 
 def operator(who: keys.Principal, what: str = "manage adapters") -> None:

@@ -73,9 +73,7 @@ def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
 
 
 def _add_errors(app: FastAPI) -> None:
-    from agent.documents import BadDocument
-    from store.adapters import AdapterNotFound
-    from store.redis import StoreUnavailable
+    from service.refusals import AdapterNotFound, BadDocument, StoreUnavailable
 
     @app.exception_handler(BadDocument)
     def _bad_document(_: Request, exc: BadDocument) -> JSONResponse:

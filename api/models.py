@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from agent.choices import TASKS
+from service.queries import TASKS
 
 
 class ErrorOut(BaseModel):

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
-from sqlmodel import select
 
 from api.access import DocNumber, Key, QueryNumber, kb_id_for, operator, owned
 from api.errors import ERRORS
@@ -27,10 +25,8 @@ from api.models import (
     Readiness,
     ResultOut,
 )
-from core.redact import redact
-from service import Invalid, bases, documents, queries, training
+from service import Invalid, bases, documents, health, queries, training
 from service import feedback as feedback_service
-from store import db
 
 PAGE = FilePath(__file__).parent / "static" / "index.html"  # the web page: no build step
 router = APIRouter(responses=ERRORS)
@@ -76,7 +72,7 @@ def delete_kb(name: str, who: Key) -> dict[str, Any]:
 @router.post("/v1/kbs/{name}/documents", status_code=202, tags=["documents"], summary="Upload documents (writer)")
 def upload(name: str, who: Key, files: Annotated[list[UploadFile], File()]) -> list[Accepted]:
     kb_id_for(who, name, "writer")
-    texts = [(upload.filename or "upload.txt", _read_upload(upload)) for upload in files]
+    texts = [(upload.filename or "upload.txt", documents.read_upload(upload.filename, upload.file)) for upload in files]
     return [Accepted(id=d.public_id, name=d.name, status=d.status, existing=d.existing)
             for d in documents.add_documents(name, texts)]  # fmt: skip
 
@@ -89,14 +85,14 @@ def list_documents(name: str, who: Key) -> list[DocumentOut]:
 
 @router.get("/v1/documents/{doc_id}", tags=["documents"], summary="A document's status and progress")
 def get_document(doc_id: DocNumber, who: Key) -> DocumentOut:
-    owned(who, db.Document, doc_id, "document", "reader")
+    owned(who, "d", doc_id, "reader")
     info, progress = documents.document_progress(doc_id)
     return DocumentOut.of(info, progress)
 
 
 @router.delete("/v1/documents/{doc_id}", tags=["documents"], summary="Remove a document (writer)")
 def delete_document(doc_id: DocNumber, who: Key) -> dict[str, Any]:
-    owned(who, db.Document, doc_id, "document", "writer")
+    owned(who, "d", doc_id, "writer")
     gone = documents.remove_document(f"d{doc_id}")
     return {"removed": gone.public_id, "name": gone.name, "chunks": gone.chunks}
 
@@ -136,20 +132,20 @@ def query_history(
 
 @router.get("/v1/queries/{query_id}", tags=["queries"], summary="A query's status")
 def query_status(query_id: QueryNumber, who: Key) -> QueryOut:
-    owned(who, db.Query, query_id, "query", "reader")
+    owned(who, "q", query_id, "reader")
     now = queries.status(f"q{query_id}")
     return QueryOut(id=now.public_id, status=now.status, error=now.error)
 
 
 @router.get("/v1/queries/{query_id}/result", tags=["queries"], summary="The answer, its citation and evidence")
 def query_result(query_id: QueryNumber, who: Key) -> ResultOut:
-    owned(who, db.Query, query_id, "query", "reader")
+    owned(who, "q", query_id, "reader")
     return ResultOut(**queries.result(query_id).record())
 
 
 @router.get("/v1/queries/{query_id}/events", tags=["queries"], summary="Server-sent events until the answer is in")
 def query_events(query_id: QueryNumber, who: Key) -> StreamingResponse:
-    owned(who, db.Query, query_id, "query", "reader")
+    owned(who, "q", query_id, "reader")
 
     def state() -> dict[str, Any]:
         now = queries.status(f"q{query_id}")
@@ -160,7 +156,7 @@ def query_events(query_id: QueryNumber, who: Key) -> StreamingResponse:
 
 @router.get("/v1/documents/{doc_id}/events", tags=["documents"], summary="Server-sent events until it is ready")
 def document_events(doc_id: DocNumber, who: Key) -> StreamingResponse:
-    owned(who, db.Document, doc_id, "document", "reader")
+    owned(who, "d", doc_id, "reader")
 
     def state() -> dict[str, Any]:
         info, progress = documents.document_progress(doc_id)
@@ -173,13 +169,13 @@ def document_events(doc_id: DocNumber, who: Key) -> StreamingResponse:
 
 @router.get("/v1/documents/{doc_id}/text", tags=["documents"], summary="The document's text (citations index it)")
 def document_text(doc_id: DocNumber, who: Key) -> PlainTextResponse:
-    row = owned(who, db.Document, doc_id, "document", "reader")
-    return PlainTextResponse(row.text)
+    owned(who, "d", doc_id, "reader")
+    return PlainTextResponse(documents.document_text(doc_id))
 
 
 @router.post("/v1/queries/{query_id}/feedback", status_code=201, tags=["feedback"], summary="Rate an answer (writer)")
 def give_feedback(query_id: QueryNumber, body: FeedbackIn, who: Key) -> dict[str, int]:
-    owned(who, db.Query, query_id, "query", "writer")
+    owned(who, "q", query_id, "writer")
     return {"feedback": feedback_service.give_feedback(f"q{query_id}", body.good, body.answer, body.comment)}
 
 
@@ -231,47 +227,6 @@ def _stream(state, every: float = 0.5, limit_s: float = 3600.0) -> StreamingResp
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
 
-def _read_upload(upload: UploadFile) -> str:
-    """The upload's text, checked like a file given to ``ingest`` (size, type, PDF text)."""
-    from agent.documents import read_document
-    from core.settings import get_settings
-
-    settings = get_settings()
-    suffix = FilePath(upload.filename or "upload.txt").suffix or ".txt"
-    with tempfile.TemporaryDirectory() as tmp:
-        path = FilePath(tmp) / f"upload{suffix}"
-        # One byte past the limit is enough to refuse it: an oversized upload is never read into memory.
-        path.write_bytes(upload.file.read(int(settings.max_document_mb * 2**20) + 1))
-        try:
-            return read_document(path, settings.max_document_mb, settings.max_pdf_pages)
-        except ValueError as exc:  # name the upload, not the temporary file
-            raise type(exc)(str(exc).replace(str(path), upload.filename or "upload")) from None
-
-
 def _readiness() -> JSONResponse:
-    checks: dict[str, str] = {}
-    try:
-        with db.session() as s:
-            s.exec(select(db.KnowledgeBase.id).limit(1)).all()
-        checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = redact(str(exc).splitlines()[0])
-    try:
-        from service.stores import live_queues
-        from workers.app import QUEUES
-
-        live = live_queues()
-        checks["redis"] = "ok"
-        for queue in QUEUES:
-            checks[f"worker:{queue}"] = "ok" if live.get(queue) else "no live worker"
-    except Exception as exc:
-        checks["redis"] = redact(str(exc).splitlines()[0])
-    ready = all(v == "ok" for v in checks.values())
-    body: dict[str, Any] = {"ready": ready, "checks": checks}
-    if checks.get("database") == "ok" and checks.get("redis") == "ok":  # counts only: this answers without a key
-        from service import repair
-
-        found = repair.findings()
-        stale = len(found.stale_documents) + len(found.stale_queries)
-        body["repair"] = {"stale": stale, "damaged": len(found.damaged), "repairing": len(found.repairing)}
+    ready, body = health.readiness()
     return JSONResponse(body, status_code=200 if ready else 503)

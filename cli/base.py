@@ -25,24 +25,9 @@ class Failure(click.ClickException):
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from agent.documents import BadDocument
-    from agent.models import ModelUnavailable
-    from service.errors import ServiceError
-    from store.adapters import AdapterNotFound
-    from store.errors import MemoryProblem
-    from store.memories import MemoryNotFound
-    from store.redis import StoreUnavailable
+    from service.refusals import KNOWN
 
-    return (
-        ServiceError,
-        BadDocument,
-        MemoryProblem,
-        ModelUnavailable,
-        MemoryNotFound,
-        AdapterNotFound,
-        StoreUnavailable,
-        ValueError,
-    )
+    return (*KNOWN, ValueError)
 
 
 class Crash(Failure):

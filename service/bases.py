@@ -22,6 +22,19 @@ def get_kb(s: Session, name: str) -> db.KnowledgeBase:
     return kb
 
 
+def kb_id(name: str) -> int | None:
+    """The knowledge base's id, or None when there is none by that name."""
+    with db.session() as s:
+        return s.exec(select(db.KnowledgeBase.id).where(db.KnowledgeBase.name == name)).first()
+
+
+def owner_of(kind: str, number: int) -> int | None:
+    """The knowledge base holding document (``kind`` "d") or query ("q") ``number``; None when there is none."""
+    with db.session() as s:
+        row = s.get(db.Document if kind == "d" else db.Query, number)
+        return None if row is None else row.kb_id
+
+
 def create_kb(name: str, description: str = "") -> None:
     if not KB_NAME.fullmatch(name):
         raise Invalid(f"{name!r} is not a valid name: use letters, digits, '.', '_' or '-' (64 at most)")

@@ -133,6 +133,33 @@ def _info(doc: db.Document) -> DocumentInfo:
     return DocumentInfo(doc.id, doc.name, doc.status, doc.token_count, doc.memory_tokens, doc.chunk_count, doc.error)
 
 
+def document_text(doc_id: int) -> str:
+    """The stored text citations index into."""
+    with db.session() as s:
+        row = s.get(db.Document, doc_id)
+        if row is None:
+            raise NotFound(f"no document d{doc_id}")
+        return row.text
+
+
+def read_upload(filename: str | None, stream, settings: Settings | None = None) -> str:
+    """An uploaded file's text, checked as a file given to ``ingest`` is (size, type, PDF text); errors name
+    the upload. An oversized upload is never read whole: one byte past the limit is enough to refuse it."""
+    import tempfile
+
+    from agent.documents import read_document
+
+    settings = settings or get_settings()
+    name = filename or "upload.txt"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"upload{Path(name).suffix or '.txt'}"
+        path.write_bytes(stream.read(int(settings.max_document_mb * 2**20) + 1))
+        try:
+            return read_document(path, settings.max_document_mb, settings.max_pdf_pages)
+        except ValueError as exc:
+            raise type(exc)(str(exc).replace(str(path), name)) from None
+
+
 def list_documents(kb_name: str) -> list[DocumentInfo]:
     with db.session() as s:
         base = get_kb(s, kb_name)

@@ -27,7 +27,7 @@ class Stores:
 
     @cached_property
     def index(self):
-        from store.vectors import open_index
+        from store.indexes import open_index
 
         return open_index(self._client, get_settings())
 

@@ -294,15 +294,6 @@ def _one_blas_thread():
     return _blas().limit(limits=1, user_api="blas")
 
 
-def open_index(client: redis.Redis, settings) -> VectorIndex:
-    """Weaviate when ``MEMORAG_WEAVIATE_URL`` is set, else the embedded index in ``client``'s Redis."""
-    if settings.weaviate_url:
-        from store.weaviate import WeaviateIndex
-
-        return WeaviateIndex(settings.weaviate_url, settings.weaviate_grpc_port, api_key=settings.weaviate_api_key)
-    return EmbeddedIndex(client)
-
-
 def _normalize(vector: np.ndarray) -> np.ndarray:
     norm = float(np.linalg.norm(vector))
     return (vector / norm if norm else vector).astype(np.float32)

@@ -27,7 +27,7 @@ from sqlmodel import select
 from core.settings import Settings, get_settings
 from store import db
 from store.db import Document, KnowledgeBase, Query, Status
-from workers.app import CONTROL, QUEUES
+from workers.app import CONTROL, QUEUES, app
 from workers.liveness import BEAT_S, live_workers
 
 IN_FLIGHT = (Status.queued, Status.processing, Status.repairing, Status.waiting)
@@ -163,9 +163,10 @@ def _forget(client: redis.Redis, lost: dict[str, str]) -> None:
 
 
 def _send_again(findings: Findings, settings: Settings) -> None:
-    """New task ids on the rows, committed before the messages go (a fast worker must find the row)."""
-    from workers.tasks import answer, ingest
+    """New task ids on the rows, committed before the messages go (a fast worker must find the row).
 
+    Sent by name (the app routes them), so this module and ``workers.tasks`` do not import each other."""
+    ingest, answer = "memorag.ingest", "memorag.answer"
     docs = [*findings.stale_documents, *(d for d in findings.damaged if d not in findings.stale_documents)]
     sends = []
     with db.session() as s:
@@ -190,7 +191,7 @@ def _send_again(findings: Findings, settings: Settings) -> None:
             s.add(query)
             sends.append((answer, query.id, query.task_id))
     for task, row_id, task_id in sends:
-        task.apply_async(args=[row_id], task_id=task_id)
+        app.send_task(task, args=[row_id], task_id=task_id)
 
 
 def _scoped(query, table, kb_id: int | None):

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from agent.models import LoadedModel, load_model
 from agent.retrieval import Embedder, get_embedder
 from core.settings import Settings, get_settings
+from store.indexes import open_index
 from store.memories import MemoryStore, open_memories
 from store.redis import connect
-from store.vectors import VectorIndex, open_index
+from store.vectors import VectorIndex
 
 
 @dataclass

@@ -24,8 +24,8 @@ from agent.evaluation import ANSWER_TOKENS, EvalConfig, Harness, Outcome, load_s
 from agent.models import load_model
 from agent.retrieval import get_embedder
 from core.settings import get_settings
+from store.indexes import open_index
 from store.memories import MemoryStore
-from store.vectors import open_index
 
 THRESHOLDS = (0.0, 0.2, 0.25, 0.3, 0.35, 0.4, 0.43, 0.46)
 

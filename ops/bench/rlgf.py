@@ -36,9 +36,9 @@ from agent.metrics import gold_chunk_ids, hit_at_k, recall_at_k
 from agent.models import load_model
 from agent.retrieval import ADAPTER_FUSION, DEFAULT_FUSION, FUSIONS, get_embedder
 from core.settings import get_settings
+from store.indexes import open_index
 from store.memories import MemoryStore
 from store.redis import connect
-from store.vectors import open_index
 
 
 def examples_of(samples, per_doc: int) -> list[rlgf.Example]:
