@@ -300,7 +300,7 @@ def _continues(sentences: Sequence[Sentence], i: int) -> bool:
     return same_passage and bool(_PRONOUN_START.match(sentences[i].text))
 
 
-def _extent(sentences: Sequence[Sentence], i: int) -> tuple[int, int]:
+def extent(sentences: Sequence[Sentence], i: int) -> tuple[int, int]:
     """The sentence with the one before it when it continues it (a pronoun) and the one after when it is cut
     (ends with a colon, or the passage ends mid-sentence)."""
     first, last = i, i
@@ -440,7 +440,7 @@ def read_sentences(
         return Reading(decline(best), path, False, best.citation(), reason, support=support)
     if long:
         return _key_sentences(ranked, support)
-    first, last = _extent(ranked.sentences, top)
+    first, last = extent(ranked.sentences, top)
     shown = ranked.sentences[first : last + 1]
     cited = ranked.sentences[first].citation(mark_span(lm, question, shown), until=ranked.sentences[last])
     return Reading(" ".join(cited.quote.split()), path, True, cited, citations=(cited,), support=support)

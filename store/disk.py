@@ -34,7 +34,7 @@ class DiskTier:
     def _manifest_path(self, kb: str, doc: str) -> Path:
         return self._dir(kb) / f"{_stem(doc)}.json"
 
-    def _data_path(self, kb: str, doc: str, version: str) -> Path:
+    def data_path(self, kb: str, doc: str, version: str) -> Path:
         return self._dir(kb) / f"{_stem(doc)}.{version}{SUFFIX}"
 
     def put(self, kb: str, doc: str, data: bytes, manifest: dict) -> None:
@@ -42,10 +42,10 @@ class DiskTier:
         folder = self._dir(kb)
         folder.mkdir(parents=True, exist_ok=True)
         previous = self.manifest(kb, doc, strict=False)
-        _write_atomic(self._data_path(kb, doc, manifest["version"]), data)
+        _write_atomic(self.data_path(kb, doc, manifest["version"]), data)
         _write_atomic(self._manifest_path(kb, doc), json.dumps(manifest).encode())
         if previous and previous["version"] != manifest["version"]:
-            self._data_path(kb, doc, previous["version"]).unlink(missing_ok=True)
+            self.data_path(kb, doc, previous["version"]).unlink(missing_ok=True)
 
     def manifest(self, kb: str, doc: str, *, strict: bool = True) -> dict | None:
         try:
@@ -66,7 +66,7 @@ class DiskTier:
             if manifest is None:
                 return None
             try:
-                data = self._data_path(kb, doc, manifest["version"]).read_bytes()
+                data = self.data_path(kb, doc, manifest["version"]).read_bytes()
             except FileNotFoundError:
                 continue
             except KeyError as exc:

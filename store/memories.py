@@ -98,7 +98,7 @@ class MemoryStore:
     def _manifest_key(self, kb: str, doc: str) -> str:
         return self._base(kb, doc) + ":manifest"
 
-    def _chunk_key(self, kb: str, doc: str, version: str, i: int) -> str:
+    def chunk_key(self, kb: str, doc: str, version: str, i: int) -> str:
         return f"{self._base(kb, doc)}:v:{version}:{i}"
 
     def _index_key(self, kb: str) -> str:
@@ -132,7 +132,7 @@ class MemoryStore:
             pipe = self.client.pipeline(transaction=False)
             for i in range(manifest.chunks):
                 chunk = data[i * self.chunk_bytes : (i + 1) * self.chunk_bytes]
-                pipe.set(self._chunk_key(kb, doc, manifest.version, i), chunk, ex=self.ttl_s)
+                pipe.set(self.chunk_key(kb, doc, manifest.version, i), chunk, ex=self.ttl_s)
             pipe.execute()
             previous = self.client.set(
                 self._manifest_key(kb, doc), json.dumps(manifest.__dict__), ex=self.ttl_s, get=True
@@ -157,7 +157,7 @@ class MemoryStore:
         Raises MemoryNotFound (no tier holds it), CorruptMemory, IncompatibleMemory.
         """
         try:
-            found = self._get_hot(kb, doc, fingerprint)
+            found = self.get_hot(kb, doc, fingerprint)
             self.reads["redis"] += 1
             return found
         except (MemoryNotFound, CorruptMemory):
@@ -175,7 +175,7 @@ class MemoryStore:
             log.warning("memory %s/%s served from disk: Redis is at its maxmemory", kb, doc)
         return data, manifest
 
-    def _get_hot(self, kb: str, doc: str, fingerprint: str | None) -> tuple[bytes, Manifest]:
+    def get_hot(self, kb: str, doc: str, fingerprint: str | None) -> tuple[bytes, Manifest]:
         with self._errors():
             raw = self.client.get(self._manifest_key(kb, doc))
         if raw is None:
@@ -185,7 +185,7 @@ class MemoryStore:
         with self._errors():
             pipe = self.client.pipeline(transaction=False)
             for i in range(manifest.chunks):
-                pipe.get(self._chunk_key(kb, doc, manifest.version, i))
+                pipe.get(self.chunk_key(kb, doc, manifest.version, i))
             parts = pipe.execute()
         missing = [i for i, part in enumerate(parts) if part is None]
         if missing:
@@ -198,14 +198,14 @@ class MemoryStore:
     def verify(self, kb: str, doc: str) -> str | None:
         """None when some tier holds an intact copy (a damaged or missing disk copy is written again from
         Redis; a damaged Redis copy is dropped, so the next read takes the disk's); else what is wrong."""
-        hot, hot_problem = _attempt(lambda: self._get_hot(kb, doc, None))
+        hot, hot_problem = _attempt(lambda: self.get_hot(kb, doc, None))
         if self.disk is None:
             return hot_problem
         cold, cold_problem = _attempt(lambda: self._disk_get(kb, doc))
         if hot and not cold:
             self.disk.put(kb, doc, hot[0], hot[1].__dict__)
         if cold and not hot and not hot_problem.startswith("memory: missing"):
-            self._drop_hot(kb, doc)
+            self.drop_hot(kb, doc)
         if hot or cold:
             return None
         return hot_problem if cold_problem.startswith("memory: missing") else cold_problem
@@ -224,9 +224,9 @@ class MemoryStore:
 
     def delete(self, kb: str, doc: str) -> bool:
         on_disk = self.disk is not None and self.disk.delete(kb, doc)
-        return self._drop_hot(kb, doc) or on_disk
+        return self.drop_hot(kb, doc) or on_disk
 
-    def _drop_hot(self, kb: str, doc: str) -> bool:
+    def drop_hot(self, kb: str, doc: str) -> bool:
         try:
             manifest = self.manifest(kb, doc)
         except CorruptMemory:
@@ -250,7 +250,7 @@ class MemoryStore:
         return sorted(set(alive) | set(self.disk.list(kb) if self.disk else []))
 
     def _retire(self, kb: str, doc: str, manifest: Manifest, *, grace_s: int) -> None:
-        keys = [self._chunk_key(kb, doc, manifest.version, i) for i in range(manifest.chunks)]
+        keys = [self.chunk_key(kb, doc, manifest.version, i) for i in range(manifest.chunks)]
         with self._errors():
             pipe = self.client.pipeline(transaction=False)
             for key in keys:

@@ -122,7 +122,7 @@ def _digest(chunk_json: bytes, vector: bytes) -> bytes:
     return hashlib.blake2b(chunk_json + vector, digest_size=DIGEST_BYTES).digest()
 
 
-def _intact(chunk_raw: bytes | None, entry: bytes | None) -> tuple[Chunk, np.ndarray] | None:
+def intact(chunk_raw: bytes | None, entry: bytes | None) -> tuple[Chunk, np.ndarray] | None:
     """The chunk and its vector, or None when either was lost or its bytes changed."""
     if chunk_raw is None or entry is None or len(entry) <= DIGEST_BYTES:
         return None
@@ -153,10 +153,10 @@ class EmbeddedIndex:
         self._lock = threading.Lock()
         self._versions = KeyWatch(client, f"{prefix}/version:")
 
-    def _key(self, kb: str, part: str) -> str:
+    def key(self, kb: str, part: str) -> str:
         return f"{self.prefix}:{quote(kb, safe='')}:{part}"
 
-    def _version_key(self, kb: str) -> str:
+    def version_key(self, kb: str) -> str:
         """Outside the knowledge base's key space: dropping it never resets the counter."""
         return f"{self.prefix}/version:{quote(kb, safe='')}"
 
@@ -167,56 +167,56 @@ class EmbeddedIndex:
         pipe = self.client.pipeline(transaction=True)
         for chunk, vector in zip(chunks, vectors, strict=True):
             raw, values = chunk.to_json().encode(), _normalize(vector).tobytes()
-            pipe.hset(self._key(kb, "chunks"), chunk.id, raw)
-            pipe.hset(self._key(kb, "vectors"), chunk.id, values + _digest(raw, values))
-            pipe.sadd(self._key(kb, f"doc:{quote(chunk.doc_id, safe='')}"), chunk.id)
+            pipe.hset(self.key(kb, "chunks"), chunk.id, raw)
+            pipe.hset(self.key(kb, "vectors"), chunk.id, values + _digest(raw, values))
+            pipe.sadd(self.key(kb, f"doc:{quote(chunk.doc_id, safe='')}"), chunk.id)
         if chunks:
-            pipe.srem(self._key(kb, "damaged"), *{c.doc_id for c in chunks})
-        pipe.incr(self._version_key(kb))
+            pipe.srem(self.key(kb, "damaged"), *{c.doc_id for c in chunks})
+        pipe.incr(self.version_key(kb))
         pipe.execute()
         self._forget(kb)
 
     def delete_document(self, kb: str, doc_id: str) -> int:
-        members = self._key(kb, f"doc:{quote(doc_id, safe='')}")
+        members = self.key(kb, f"doc:{quote(doc_id, safe='')}")
         ids = list(self.client.smembers(members))
         pipe = self.client.pipeline(transaction=True)
         if ids:
-            pipe.hdel(self._key(kb, "chunks"), *ids)
-            pipe.hdel(self._key(kb, "vectors"), *ids)
+            pipe.hdel(self.key(kb, "chunks"), *ids)
+            pipe.hdel(self.key(kb, "vectors"), *ids)
         pipe.delete(members)
-        pipe.srem(self._key(kb, "damaged"), doc_id)
-        pipe.incr(self._version_key(kb))
+        pipe.srem(self.key(kb, "damaged"), doc_id)
+        pipe.incr(self.version_key(kb))
         pipe.execute()
         self._forget(kb)
         return len(ids)
 
     def count(self, kb: str) -> int:
-        return int(self.client.hlen(self._key(kb, "chunks")))
+        return int(self.client.hlen(self.key(kb, "chunks")))
 
     def document_counts(self, kb: str, doc_ids: list[str]) -> dict[str, int]:
         pipe = self.client.pipeline(transaction=False)
         for doc in doc_ids:
-            pipe.scard(self._key(kb, f"doc:{quote(doc, safe='')}"))
+            pipe.scard(self.key(kb, f"doc:{quote(doc, safe='')}"))
         return dict(zip(doc_ids, map(int, pipe.execute()), strict=True))
 
     def verify(self, kb: str, doc_ids: list[str]) -> dict[str, int]:
-        intact = dict.fromkeys(doc_ids, 0)
+        held = dict.fromkeys(doc_ids, 0)
         for doc in doc_ids:
-            ids = sorted(self.client.smembers(self._key(kb, f"doc:{quote(doc, safe='')}")))
+            ids = sorted(self.client.smembers(self.key(kb, f"doc:{quote(doc, safe='')}")))
             if ids:
-                chunks = self.client.hmget(self._key(kb, "chunks"), ids)
-                entries = self.client.hmget(self._key(kb, "vectors"), ids)
-                intact[doc] = sum(_intact(c, e) is not None for c, e in zip(chunks, entries, strict=True))
-        return intact
+                chunks = self.client.hmget(self.key(kb, "chunks"), ids)
+                entries = self.client.hmget(self.key(kb, "vectors"), ids)
+                held[doc] = sum(intact(c, e) is not None for c, e in zip(chunks, entries, strict=True))
+        return held
 
     def damaged(self, kb: str) -> set[str]:
-        return {d.decode() for d in self.client.smembers(self._key(kb, "damaged"))}
+        return {d.decode() for d in self.client.smembers(self.key(kb, "damaged"))}
 
     def drop(self, kb: str) -> None:
-        keys = list(self.client.scan_iter(match=self._key(kb, "*"), count=1000))
+        keys = list(self.client.scan_iter(match=self.key(kb, "*"), count=1000))
         if keys:
             self.client.delete(*keys)
-        self.client.incr(self._version_key(kb))
+        self.client.incr(self.version_key(kb))
         self._forget(kb)
 
     def _forget(self, kb: str) -> None:
@@ -225,7 +225,7 @@ class EmbeddedIndex:
             self._cache.pop(kb, None)
 
     def _snapshot(self, kb: str) -> _Snapshot:
-        version_key = self._version_key(kb)
+        version_key = self.version_key(kb)
         with self._lock:
             snap = self._cache.get(kb)
         if snap is not None and self._versions.trusted(version_key):
@@ -236,12 +236,12 @@ class EmbeddedIndex:
             return snap
         pipe = self.client.pipeline(transaction=True)
         pipe.get(version_key)
-        pipe.hgetall(self._key(kb, "chunks"))
-        pipe.hgetall(self._key(kb, "vectors"))
+        pipe.hgetall(self.key(kb, "chunks"))
+        pipe.hgetall(self.key(kb, "vectors"))
         version_raw, chunk_map, vector_map = pipe.execute()
         ids, chunks, rows, damaged = [], [], [], set()
         for key in sorted(set(chunk_map) | set(vector_map)):
-            found = _intact(chunk_map.get(key), vector_map.get(key))
+            found = intact(chunk_map.get(key), vector_map.get(key))
             if found is None:  # never served; the reconciler rebuilds the document from its text
                 damaged.add(key.decode().rpartition("#")[0])
                 continue
@@ -249,7 +249,7 @@ class EmbeddedIndex:
             chunks.append(found[0])
             rows.append(found[1])
         if damaged:
-            self.client.sadd(self._key(kb, "damaged"), *damaged)
+            self.client.sadd(self.key(kb, "damaged"), *damaged)
         matrix = np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
         snap = _Snapshot(int(version_raw or 0), ids, chunks, matrix)
         with self._lock:

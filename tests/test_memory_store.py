@@ -32,7 +32,7 @@ def test_round_trip_is_bit_identical_across_chunks(store):
 
 def test_flipped_byte_is_detected(store, redis_client):
     manifest = store.put("kb", "doc", os.urandom(2500), META)
-    key = store._chunk_key("kb", "doc", manifest.version, 1)
+    key = store.chunk_key("kb", "doc", manifest.version, 1)
     chunk = bytearray(redis_client.get(key))
     chunk[10] ^= 0x01
     redis_client.set(key, bytes(chunk))
@@ -42,7 +42,7 @@ def test_flipped_byte_is_detected(store, redis_client):
 
 def test_missing_chunk_is_detected(store, redis_client):
     manifest = store.put("kb", "doc", os.urandom(2500), META)
-    redis_client.delete(store._chunk_key("kb", "doc", manifest.version, 2))
+    redis_client.delete(store.chunk_key("kb", "doc", manifest.version, 2))
     with pytest.raises(CorruptMemory, match="lacks chunk"):
         store.get("kb", "doc")
 
@@ -57,9 +57,9 @@ def test_replace_swaps_whole_versions(store, redis_client):
     first = store.put("kb", "doc", b"a" * 2500, META)
     second = store.put("kb", "doc", b"b" * 1500, META)
     assert store.get("kb", "doc")[0] == b"b" * 1500
-    old = store._chunk_key("kb", "doc", first.version, 0)
+    old = store.chunk_key("kb", "doc", first.version, 0)
     assert 0 < redis_client.ttl(old) <= 120  # a reader mid-way through the old version can finish
-    assert redis_client.ttl(store._chunk_key("kb", "doc", second.version, 0)) == -1
+    assert redis_client.ttl(store.chunk_key("kb", "doc", second.version, 0)) == -1
 
 
 def test_delete_list_and_isolation(store):
@@ -79,7 +79,7 @@ def test_ttl_applies_to_manifest_and_chunks(redis_client):
     store = MemoryStore(redis_client, ttl_s=300)
     manifest = store.put("kb", "doc", b"x" * 10, META)
     assert 0 < redis_client.ttl(store._manifest_key("kb", "doc")) <= 300
-    assert 0 < redis_client.ttl(store._chunk_key("kb", "doc", manifest.version, 0)) <= 300
+    assert 0 < redis_client.ttl(store.chunk_key("kb", "doc", manifest.version, 0)) <= 300
 
 
 def test_persists_for_a_new_client(valkey_url, redis_client):
@@ -110,6 +110,6 @@ def test_missing_chunk_on_fake_server():
     client = fakeredis.FakeRedis()
     store = MemoryStore(client, chunk_bytes=100)
     manifest = store.put("kb", "doc", os.urandom(350), META)
-    client.delete(store._chunk_key("kb", "doc", manifest.version, 3))
+    client.delete(store.chunk_key("kb", "doc", manifest.version, 3))
     with pytest.raises(CorruptMemory):
         store.get("kb", "doc")

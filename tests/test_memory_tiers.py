@@ -45,7 +45,7 @@ def test_disk_holds_the_same_bytes_and_a_miss_refills_redis(tiers, tmp_path):
 
 def test_hot_copies_expire_so_volatile_lru_may_evict_them(tiers):
     manifest = tiers.put("kb", "doc", b"x" * 1500, META)
-    assert tiers.client.ttl(tiers._chunk_key("kb", "doc", manifest.version, 1)) > 0
+    assert tiers.client.ttl(tiers.chunk_key("kb", "doc", manifest.version, 1)) > 0
     assert tiers.client.ttl(tiers._manifest_key("kb", "doc")) > 0
 
 
@@ -63,7 +63,7 @@ def test_a_miss_in_both_tiers_is_not_found_and_a_damaged_disk_copy_is_refused(ti
 def test_verify_mends_one_damaged_tier_from_the_other(tiers, tmp_path):
     data = os.urandom(2500)
     manifest = tiers.put("kb", "doc", data, META)
-    tiers.client.set(tiers._chunk_key("kb", "doc", manifest.version, 1), b"bad")
+    tiers.client.set(tiers.chunk_key("kb", "doc", manifest.version, 1), b"bad")
     assert tiers.verify("kb", "doc") is None  # the disk copy is intact; the damaged hot copy is dropped
     assert not tiers.client.exists(tiers._manifest_key("kb", "doc"))
     assert tiers.get("kb", "doc")[0] == data  # from disk, back in Redis

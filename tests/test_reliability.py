@@ -123,11 +123,11 @@ def test_lost_stores_and_lost_messages_are_found_and_rebuilt_from_the_database(w
     # Bytes change in a memory (both tiers) and a vector entry: repair's checks find both, and only they are
     # rebuilt (one damaged tier is mended from the other: tests/test_memory_tiers.py).
     manifest = memories.manifest("town", "d1")
-    redis_client.setrange(memories._chunk_key("town", "d1", manifest.version, 0), 64, b"\xff\xfe")
+    redis_client.setrange(memories.chunk_key("town", "d1", manifest.version, 0), 64, b"\xff\xfe")
     [file] = memories_on_disk().root.rglob("d1.*.safetensors")
     file.write_bytes(b"\0" * file.stat().st_size)
-    entry = redis_client.hget(index._key("town", "vectors"), "d2#0")
-    redis_client.hset(index._key("town", "vectors"), "d2#0", bytes([entry[0] ^ 1]) + entry[1:])
+    entry = redis_client.hget(index.key("town", "vectors"), "d2#0")
+    redis_client.hset(index.key("town", "vectors"), "d2#0", bytes([entry[0] ^ 1]) + entry[1:])
     quick = run("repair", "town", "--quick").output  # counts only: neither is visible to it
     assert "nothing to repair" in quick
     found = run("repair", "town").output

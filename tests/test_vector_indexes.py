@@ -110,7 +110,7 @@ def test_per_document_counts_say_what_the_index_holds(index, kb):
 def test_a_changed_byte_is_detected_never_served_and_cleared_by_a_rewrite(redis_client, kb, part):
     index = EmbeddedIndex(redis_client)
     chunks = _fill(index, kb)
-    key = index._key(kb, part)
+    key = index.key(kb, part)
     raw = bytearray(redis_client.hget(key, "doc-a#2"))
     raw[len(raw) // 2] ^= 0x01  # one bit
     redis_client.hset(key, "doc-a#2", bytes(raw))

@@ -25,7 +25,7 @@ import common  # noqa: F401  (puts the project on sys.path before the project's 
 from common import DATA, print_table, write_json
 from deployment import Deployment, PrivatePostgres, deployment, tiny_llama, wait_until
 
-from store.vectors import _intact
+from store.vectors import intact
 
 QUESTIONS = [
     "What does the author say about startups?",
@@ -234,18 +234,18 @@ def corruption(d: Deployment, n: int = 100, questions: int = 10, seed: int = 0) 
     versions, bad_chunks, both_tiers = {}, set(), set()
     for i, doc in enumerate(docs):
         manifest = stores.memories.manifest(kb, doc)
-        key = stores.memories._chunk_key(kb, doc, manifest.version, 0)
+        key = stores.memories.chunk_key(kb, doc, manifest.version, 0)
         client.set(key, _flipped(client.get(key), rng))
         if i % 2 == 0:
-            path = stores.memories.disk._data_path(kb, doc, manifest.version)
+            path = stores.memories.disk.data_path(kb, doc, manifest.version)
             path.write_bytes(_flipped(path.read_bytes(), rng))
             both_tiers.add(doc)
         versions[doc] = manifest.version
         chunk_id = f"{doc}#{rng.randrange(rows_chunk_count(kb, doc))}"
-        entries_key = stores.index._key(kb, "chunks" if i % 2 else "vectors")
+        entries_key = stores.index.key(kb, "chunks" if i % 2 else "vectors")
         client.hset(entries_key, chunk_id, _flipped(client.hget(entries_key, chunk_id), rng))
         bad_chunks.add(chunk_id)
-    client.incr(stores.index._version_key(kb))  # as any later write would: every worker reads the index again
+    client.incr(stores.index.version_key(kb))  # as any later write would: every worker reads the index again
     tickets = ask_all(kb, questions)
     settle([kb], timeout=300)
     texts = {doc.public_id: doc.text for doc in rows([kb])[0]}
@@ -257,10 +257,10 @@ def corruption(d: Deployment, n: int = 100, questions: int = 10, seed: int = 0) 
     # Detected = replaced: no tier of a memory serves the changed bytes, a vector entry checks out again.
     memory_sound = {doc for doc in docs if _memory_sound(stores.memories, kb, doc)}
     memory_rebuilt = {doc for doc in docs if stores.memories.manifest(kb, doc).version != versions[doc]}
-    chunks, entries = (client.hmget(stores.index._key(kb, part), sorted(bad_chunks)) for part in ("chunks", "vectors"))
-    vectors_rebuilt = sum(_intact(c, e) is not None for c, e in zip(chunks, entries, strict=True))
-    intact = stores.index.verify(kb, docs)
-    still_bad = sum(intact[doc] != rows_chunk_count(kb, doc) for doc in docs)
+    chunks, entries = (client.hmget(stores.index.key(kb, part), sorted(bad_chunks)) for part in ("chunks", "vectors"))
+    vectors_rebuilt = sum(intact(c, e) is not None for c, e in zip(chunks, entries, strict=True))
+    verified = stores.index.verify(kb, docs)
+    still_bad = sum(verified[doc] != rows_chunk_count(kb, doc) for doc in docs)
     return {
         "memory_chunks_corrupted": len(docs),
         "memory_disk_copies_corrupted": len(both_tiers),
@@ -291,7 +291,7 @@ def _memory_sound(store, kb: str, doc: str) -> bool:
     from store.memories import MemoryNotFound
 
     try:
-        store._get_hot(kb, doc, None)
+        store.get_hot(kb, doc, None)
     except MemoryNotFound:
         pass
     except MemoryProblem:

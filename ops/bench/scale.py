@@ -258,9 +258,9 @@ def tier_loads(asker: Asker, doc: str, text: str, repeats: int = 5) -> dict:
     redis_s = statistics.median(load() for _ in range(repeats))
     warm, cold = [], []
     for _ in range(repeats):
-        store._drop_hot(KB, doc)
+        store.drop_hot(KB, doc)
         warm.append(load())
-        store._drop_hot(KB, doc)
+        store.drop_hot(KB, doc)
         if drop_page_cache():
             cold.append(load())
     started = time.perf_counter()
@@ -332,7 +332,7 @@ def _whole_in_redis(store, doc: str) -> bool:
     from store.memories import MemoryNotFound
 
     try:
-        store._get_hot(KB, doc, None)
+        store.get_hot(KB, doc, None)
     except (MemoryNotFound, MemoryProblem):
         return False
     return True

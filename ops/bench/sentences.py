@@ -65,7 +65,7 @@ def gather(args, lm, embedder, index) -> list[dict]:
 
 
 def _shown(sentences, i: int) -> str:
-    first, last = reader._extent(sentences, i)
+    first, last = reader.extent(sentences, i)
     return " ".join(s.text for s in sentences[first : last + 1])
 
 
