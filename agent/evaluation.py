@@ -545,7 +545,7 @@ class Harness:
         result = answer(
             self.lm, self.embedder, self.store, self.index, kb, doc_ids, question.text, k=self.config.k,
             settings=settings.model_copy(update={"reader": how}), text_of=texts.__getitem__,
-            clues=mode == "memorag",
+            clues=None if mode == "memorag" else False, memory_evidence=mode == "memorag",
         )  # fmt: skip
         stages = {s: v for s, v in result.timings.items() if s != "answer"}
         sample = Sample(doc or "", texts.get(doc or "", ""), [question])

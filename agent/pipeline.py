@@ -4,15 +4,17 @@ memorize:  text -> chunks (each with its title > headings) -> embeddings + BM25 
                 -> windowed KV compression -> GlobalMemory -> MemoryStore
 answer:    route to the knowledge base's most relevant documents (chunk votes: dense + BM25 over text and context)
                 -> MemoryStore -> GlobalMemory (rebuilt from text if missing or stale)
-                -> clue programs (spans, questions, draft) on each memory
+                -> where heads were kept for the model: the question's attention over each memory ranks its chunks
+                -> clue programs (spans, questions, draft) on each memory (MEMORAG_CLUES)
                 -> retrieval over the whole knowledge base: question + clues anchored to it, fused
-                   (with the fusion the loaded clue adapter was gated with, if any)
+                   (with the fusion the loaded clue adapter was gated with, if any), re-ranked by the pointing
                 -> reader: the documents' best sentence (its short span marked), or the best few for a
                    long answer, cited; or a decline. Generated text only where it passes the check -> Answer
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from agent import adapters, programs, reader
 from agent.backends import LocalBackend, generator_backend
 from agent.choices import TASKS
+from agent.memory import pointing
 from agent.memory.formation import form_memory, tokenize_document
 from agent.memory.types import GlobalMemory
 from agent.models import LoadedModel, memory_storage
@@ -157,15 +160,20 @@ def answer(
     k: int = 5,
     settings: Settings | None = None,
     text_of: Callable[[str], str] | None = None,
-    clues: bool = True,
+    clues: bool | None = None,
+    memory_evidence: bool = True,
 ) -> Answer:
     """Answer ``question`` from the most relevant memories among ``doc_ids`` and the knowledge base's chunks.
 
-    ``clues=False`` retrieves with the question alone (standard RAG: no memory is read).
+    ``clues``: write clues from the memories (None: as ``MEMORAG_CLUES`` says for this model).
+    ``memory_evidence``: let the memories' attention re-rank the evidence where heads were chosen for the
+    model. With neither, it is standard RAG: no memory is read.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     settings = settings or get_settings()
+    clues = writes_clues(lm, settings) if clues is None else clues
+    heads = pointing_heads(lm, settings) if memory_evidence and task == "memorag" and text_of else None
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -178,7 +186,7 @@ def answer(
     hybrid = settings.retrieval == "hybrid"
     docs = route_documents(index, embedder, kb, question, doc_ids, limit=settings.route_docs, hybrid=hybrid)
     lap("route")
-    reads_memory = clues or task == "qa"
+    reads_memory = clues or task == "qa" or heads is not None
     recalled = [recall(store, kb, doc, lm, text_of=text_of, settings=settings) for doc in docs] if reads_memory else []
     memories = [memory for memory, _ in recalled]
     rebuilt = [doc for doc, (_, fresh) in zip(docs, recalled, strict=True) if fresh] if reads_memory else []
@@ -187,9 +195,13 @@ def answer(
         draft = programs.execute(programs.draft_answer, LocalBackend(lm, memories[0]), question=question)["answer"]
         lap("answer")
         return Answer(draft.strip(), task, timings=timings, documents=docs[:1], rebuilt=rebuilt)
+    pointed = [point(lm, memory, doc, question, text_of, heads) for doc, memory in zip(docs, memories, strict=True)]
+    pointed = [ranking for ranking in pointed if ranking]
+    if heads is not None:
+        lap("pointing")
     hints: list[str] = []
     quotes: list[str] = []  # each memory's evidence spans
-    for memory in memories:
+    for memory in memories if clues else []:
         backend = LocalBackend(lm, memory)
         if task == "summarize":
             hints += programs.clean_lines(programs.execute(programs.key_points, backend)["clues"])
@@ -197,17 +209,59 @@ def answer(
             written = programs.write_clues(backend, question)
             quotes.append(written.quote())
             hints += written.hints()
-    lap("clues")
+    if clues:
+        lap("clues")
     # A summary of what the user asked about retrieves for that; an empty request, for the key points.
     query = question if question.strip() or task == "memorag" else "key points of the document"
     fusion = adapters.loaded_fusion(lm) or DEFAULT_FUSION  # a trained span writer brings the fusion it was gated with
-    evidence = retrieve(index, embedder, kb, query, hints, spans=quotes, k=k, fusion=fusion, hybrid=hybrid)
+    weight = heads.weight if heads else 0.0
+    evidence = retrieve(
+        index, embedder, kb, query, hints, spans=quotes, k=k, fusion=fusion, hybrid=hybrid, pointed=pointed,
+        pointed_weight=weight,
+    )  # fmt: skip
     hints = [*(line for quote in quotes for line in quote.splitlines()), *hints]
     lap("retrieval")
     reading = read(lm, query, evidence, task=task, settings=settings, embedder=embedder, text_of=text_of)
     lap("answer")
     version = adapters.loaded_version(lm)
     return Answer(reading.text, task, hints, evidence, timings, docs, rebuilt, version, reading)
+
+
+def writes_clues(lm: LoadedModel, settings: Settings) -> bool:
+    """Whether the memories write clues (``MEMORAG_CLUES``)."""
+    return settings.clues == "on"
+
+
+def pointing_heads(lm: LoadedModel, settings: Settings) -> pointing.Heads | None:
+    """The heads whose attention points at evidence, where they were chosen for this model and not turned off."""
+    return pointing.load_heads(lm.name) if settings.memory_evidence == "auto" else None
+
+
+def point(
+    lm: LoadedModel,
+    memory: GlobalMemory,
+    doc: str,
+    question: str,
+    text_of: Callable[[str], str] | None,
+    heads: pointing.Heads | None,
+) -> list[str]:
+    """The document's chunk ids as its memory's attention ranks them, best first; none where it cannot point.
+
+    Only a memory read at its own positions points (no longer than ``lm.read_span``): one spread over the span
+    was measured to point nowhere (docs/benchmarks.md, evidence from the memory's attention).
+    """
+    if heads is None or text_of is None or (lm.read_span and len(memory) > lm.read_span):
+        return []
+    ids, spans = _chunk_spans(lm.tokenizer, doc, text_of(doc))
+    scores = pointing.chunk_scores(pointing.chunk_attention(lm, memory, question, spans), heads)
+    return [ids[i] for i in scores.argsort(descending=True).tolist()]
+
+
+@functools.lru_cache(maxsize=64)
+def _chunk_spans(tokenizer, doc: str, text: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """Chunk ids and token spans as the index holds them (the context line does not move them)."""
+    chunks = chunk_document(doc, text, tokenizer)
+    return [c.id for c in chunks], [(c.token_start, c.token_end) for c in chunks]
 
 
 def read(

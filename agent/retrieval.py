@@ -226,11 +226,15 @@ def retrieve(
     depth: int = 20,
     fusion: str | Fusion = DEFAULT_FUSION,
     hybrid: bool = False,
+    pointed: Sequence[Sequence[str]] = (),
+    pointed_weight: float = 0.25,
 ) -> list[Evidence]:
     """Search with the question and every clue, fuse (see ``Fusion``), return top-k in document order.
 
     ``spans``: quotes of evidence, one per memory, its lines separated by newlines. ``hybrid``: each search
     is BM25 beside the vector (``VectorIndex.search`` with texts), so exact terms and headings count.
+    ``pointed``: chunk ids, best first, as a memory's attention ranks them (``agent.memory.pointing``); each
+    re-ranks the question's own top ``depth`` with ``pointed_weight`` in the fusion, never adds to it.
     A question that names a day ranks the chunks dated that day (their session header) first.
     """
     if isinstance(fusion, str) and fusion not in FUSIONS:
@@ -256,7 +260,9 @@ def retrieve(
     else:
         weights = [1.0, *[plan.clue_share / max(1, len(clues))] * len(clues)]
     weights[1:1] = [(plan.span_share or 0.0) / max(1, len(quotes))] * len(quotes)
-    fused = rrf(rankings, weights)
+    pool = set(rankings[0])
+    memory = [[i for i in ranking if i in pool] for ranking in pointed]
+    fused = rrf([*rankings, *memory], [*weights, *[pointed_weight] * len(memory)])
     if plan.pool is not None:
         allowed = set(rankings[0][: plan.pool])
         fused = {i: score for i, score in fused.items() if i in allowed}

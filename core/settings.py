@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     # How long a question waits for its knowledge base's repair before it ends with an error saying so.
     repair_wait_s: Positive = 600
     route_docs: Positive = 3
+    # Clue decoding (spans, sub-questions, a draft written from each routed memory). With hybrid search the
+    # bundled model's clues add recall@5 +0.034 on QMSum val and +0.090 on L-Eval natural_question for seconds a
+    # question (docs/benchmarks.md); "off" answers at rag's speed.
+    clues: Literal["on", "off"] = "on"
+    # Evidence from the memory's attention (agent/memory/pointing.py): "auto" where heads that beat the question
+    # alone on a dev split were kept for the model (agent/memory/heads/; none for the bundled model), "off" never.
+    memory_evidence: Literal["auto", "off"] = "auto"
     # How chunks are searched: BM25 over each chunk and its title/headings beside the embedding, fused by
     # rank ("hybrid"), or the embedding alone ("dense"). docs/evaluation.md has the comparison.
     retrieval: Literal["hybrid", "dense"] = "hybrid"
