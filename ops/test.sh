@@ -12,6 +12,6 @@ if [ "$#" -gt 0 ]; then
     exec .venv/bin/python -m pytest "$@"
 fi
 status=0
-.venv/bin/python -m pytest -n 2 -m "not serial" || status=$?
-.venv/bin/python -m pytest -m serial || status=$((status ? status : $?))
+.venv/bin/python -m pytest -n 2 -m "not serial" --durations=10 || status=$?
+.venv/bin/python -m pytest -m serial --durations=5 || status=$((status ? status : $?))
 exit "$status"

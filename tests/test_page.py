@@ -74,6 +74,17 @@ def test_upload_ask_see_the_highlighted_source_and_give_feedback(served, tmp_pat
         page.click("#bad")
         expect(page.locator("#feedback-status")).to_contain_text("thank you")
         assert page.evaluate("sessionStorage.getItem('memorag-key')") == key
+        history = page.locator("#history")  # the question is in the history; opening it shows its answer
+        expect(history).to_contain_text("Who built the great refracting telescope?")
+        expect(history).to_contain_text("done")
+        page.fill("#question", "")
+        page.locator("#history a").first.click()
+        expect(page.locator("#asked")).to_contain_text("Who built the great refracting telescope?")
+        assert page.locator("#answer").inner_text() == answer
+        page.on("dialog", lambda dialog: dialog.accept())  # "Remove observatory.txt ...?"
+        page.click("#documents button")
+        expect(page.locator("#upload-status")).to_contain_text("observatory.txt: removed")
+        expect(page.locator("#documents tr")).to_have_count(0)
         browser.close()
     with db.session() as s:
         [row] = s.exec(db.select(db.Feedback)).all()
