@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import threading
+from http.server import ThreadingHTTPServer
+
 import pytest
 from celery.contrib.testing.worker import start_worker
 from fastapi.testclient import TestClient
@@ -108,10 +112,22 @@ def test_bad_input_is_one_clear_line_with_the_right_status(client, town, monkeyp
 
 
 @pytest.mark.model
-def test_upload_ready_ask_result_feedback(client, town, monkeypatch):
+def test_a_client_uploads_asks_a_batch_is_called_back_signed_and_pages_the_history(client, town, monkeypatch):
+    """The API as a program uses it: upload, wait for ready, a batch of three with a callback, three signed
+    webhooks on a loopback receiver, the history, every id as printed, feedback."""
+    from core.callbacks import SIGNATURE_HEADER, verify
+    from service import keys as key_service
+    from tests.test_webhooks import Receiver
+
     monkeypatch.setenv("MEMORAG_BETA", "4")
+    monkeypatch.setenv("MEMORAG_WEBHOOK_HOSTS", "127.0.0.1")
     runtime.reset()
-    writer = auth(town["writer"])
+    asker = key_service.new_key("writer", "town")
+    writer = auth(asker.key)
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    Receiver.replies, Receiver.seen = [], []
+    callback = f"http://127.0.0.1:{hook.server_address[1]}/hook"
     with start_worker(configure(), pool="solo", perform_ping_check=False, shutdown_timeout=30):
         files = [("files", ("bakery.txt", BAKERY.encode())), ("files", ("observatory.txt", OBSERVATORY.encode()))]
         accepted = client.post("/v1/kbs/town/documents", headers=writer, files=files)
@@ -121,14 +137,22 @@ def test_upload_ready_ask_result_feedback(client, town, monkeypatch):
         ids = [d["id"] for d in accepted.json()]  # as printed: d1, d2
         for doc_id in ids:
             wait_for(lambda d=doc_id: client.get(f"/v1/documents/{d}", headers=writer).json()["status"] == "ready")
-        asked = client.post(
-            "/v1/kbs/town/queries", headers=auth(town["reader"]), json={"question": "Who built the telescope?"}
-        )
-        assert asked.status_code == 202 and asked.json()["status"] == "queued"
-        query = asked.json()["id"]
-        with client.stream("GET", f"/v1/queries/{query}/events", headers=writer) as stream:
-            events = [line for line in stream.iter_lines() if line.startswith("event:")]
-        assert events[-1] == "event: end" and set(events[:-1]) <= {"event: progress"}
+        asked = ["Who built the telescope?", "When was the bakery founded?", "What does the bakery sell?"]
+        batch = {"questions": [{"question": q} for q in asked], "callback_url": callback}
+        queued = client.post("/v1/kbs/town/queries:batch", headers=writer, json=batch)
+        assert queued.status_code == 202 and len({q["id"] for q in queued.json()}) == 3
+        wait_for(lambda: len(Receiver.seen) >= 3, timeout=300)
+    hook.shutdown()
+    called = {json.loads(body)["query"]: (headers, body) for headers, body in Receiver.seen}
+    assert set(called) == {q["id"] for q in queued.json()}  # one webhook each
+    for sent, body in called.values():
+        assert verify(asker.webhook_secret, body, sent[SIGNATURE_HEADER]) and json.loads(body)["status"] == "done"
+    history = client.get("/v1/kbs/town/queries?limit=2", headers=auth(town["reader"])).json()
+    rest = client.get(f"/v1/kbs/town/queries?cursor={history['next_cursor']}", headers=auth(town["reader"])).json()
+    assert [q["question"] for q in history["queries"] + rest["queries"]] == asked[::-1]
+    for ident in [*ids, *called]:
+        assert client.get(f"/v1/{'documents' if ident[0] == 'd' else 'queries'}/{ident}", headers=writer).is_success
+    query = queued.json()[0]["id"]
     result = client.get(f"/v1/queries/{query}/result", headers=auth(town["reader"])).json()
     assert result["status"] == "done" and result["evidence"] and result["text"]
     if result["supported"]:
@@ -144,28 +168,6 @@ def test_upload_ready_ask_result_feedback(client, town, monkeypatch):
         row = s.get(db.Feedback, given.json()["feedback"])
         assert (f"q{row.query_id}", row.rating, row.corrected_answer) == (query, -1, "Ilse Varga")
     runtime.reset()
-
-
-def test_paths_take_ids_as_printed_and_bare_numbers(client, town):
-    with db.session() as s:
-        s.add(db.Document(kb_id=1, name="a.txt", text="Some text.", content_hash="h", status=db.Status.ready))
-        s.add(db.Query(kb_id=1, text="Who?", status=db.Status.failed, error="none"))
-    reader = auth(town["reader"])
-    for ident in ("d1", "D1", "1"):
-        got = client.get(f"/v1/documents/{ident}", headers=reader)
-        assert got.status_code == 200 and got.json()["id"] == "d1", (ident, got.text)
-    for ident in ("q1", "1"):
-        got = client.get(f"/v1/queries/{ident}", headers=reader)
-        assert got.status_code == 200 and got.json()["id"] == "q1", (ident, got.text)
-    wrong = client.get("/v1/documents/q1", headers=reader)
-    assert wrong.status_code == 422 and "q1 is a query id" in wrong.json()["error"]
-    assert client.get("/v1/queries/d1/result", headers=reader).status_code == 422
-    missing = client.get("/v1/queries/q999", headers=reader)
-    assert missing.status_code == 404 and missing.json()["error"] == "no query q999"
-    assert client.get("/v1/documents/x1", headers=reader).status_code == 422
-    schema = client.app.openapi()["paths"]["/v1/documents/{doc_id}"]["get"]["parameters"]
-    (param,) = [p for p in schema if p["name"] == "doc_id"]
-    assert param["schema"]["type"] == "string" and "d12" in param["description"]
 
 
 def test_adapters_are_for_an_operator_only(client, town):
