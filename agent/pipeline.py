@@ -195,9 +195,10 @@ def answer(
         draft = programs.execute(programs.draft_answer, LocalBackend(lm, memories[0]), question=question)["answer"]
         lap("answer")
         return Answer(draft.strip(), task, timings=timings, documents=docs[:1], rebuilt=rebuilt)
-    pointed = [point(lm, memory, doc, question, text_of, heads) for doc, memory in zip(docs, memories, strict=True)]
-    pointed = [ranking for ranking in pointed if ranking]
-    if heads is not None:
+    pointed: list[list[str]] = []
+    if heads is not None:  # the memories point where heads were kept for this model
+        pointed = [point(lm, memory, doc, question, text_of, heads) for doc, memory in zip(docs, memories, strict=True)]
+        pointed = [ranking for ranking in pointed if ranking]
         lap("pointing")
     hints: list[str] = []
     quotes: list[str] = []  # each memory's evidence spans

@@ -8,7 +8,7 @@ import torch
 
 from agent.chat import chat_prompt
 from agent.datasets import NEEDLES, load_needle
-from agent.memory.decoding import token_logprobs
+from agent.memory.decoding import score_continuations
 from agent.memory.formation import form_memory, tokenize_document
 from agent.memory.reading import memory_cache, read_scale
 from agent.programs import PROMPTS
@@ -75,11 +75,12 @@ def test_facts_far_back_in_a_long_memory_are_read_when_spread(real_lm):
             lead = needle.statement[: needle.statement.index(needle.answer)].rstrip()
             question = chat_prompt(lm.tokenizer, PROMPTS["draft_answer"].format(question=needle.question))
             prompt = question + lm.tokenizer(lead)["input_ids"]
-            scores = []
-            for candidate in (needle.answer, *needle.distractors[:3]):  # three distractors: chance is rank 2.5
-                ids = lm.tokenizer(f"{lead} {candidate}")["input_ids"][len(lm.tokenizer(lead)["input_ids"]) :]
-                lps = token_logprobs(lm, memory, prompt, ids)
-                scores.append(sum(lps) / len(lps))
+            skip = len(lm.tokenizer(lead)["input_ids"])
+            candidates = [  # three distractors: chance is rank 2.5; the prompt is read once for all four
+                lm.tokenizer(f"{lead} {candidate}")["input_ids"][skip:]
+                for candidate in (needle.answer, *needle.distractors[:3])
+            ]
+            scores = [sum(lps) / len(lps) for lps in score_continuations(lm, memory, prompt, candidates)]
             ranks.append(1 + sum(s > scores[0] for s in scores[1:]))
         return sum(ranks) / len(ranks)
 

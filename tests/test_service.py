@@ -143,13 +143,13 @@ def test_missing_corrupt_and_foreign_memories_are_rebuilt_and_the_query_answered
     memories = MemoryStore(connect())  # the hot tier alone, as Redis holds it
     disk = DiskTier(get_settings().memory_tier_dir)
     manifest = memories.manifest("town", "d1")
-    memories.client.setrange(f"{memories._chunk_key('town', 'd1', manifest.version, 0)}", 100, b"garbage")
+    memories.client.setrange(f"{memories.chunk_key('town', 'd1', manifest.version, 0)}", 100, b"garbage")
     asked = cli_run("ask", "town", "When was the dome restored?", "--wait", "--task", "qa")
     assert asked.exit_code == 0, asked.output
     assert memories.get("town", "d1")[1].version == manifest.version  # the disk copy replaced the damaged one
 
-    memories.client.setrange(f"{memories._chunk_key('town', 'd1', manifest.version, 0)}", 100, b"garbage")
-    disk._data_path("town", "d1", manifest.version).write_bytes(b"garbage")
+    memories.client.setrange(f"{memories.chunk_key('town', 'd1', manifest.version, 0)}", 100, b"garbage")
+    disk.data_path("town", "d1", manifest.version).write_bytes(b"garbage")
     asked = cli_run("ask", "town", "When was the dome restored?", "--wait", "--task", "qa")
     assert asked.exit_code == 0, asked.output
     rebuilt = memories.manifest("town", "d1")
