@@ -152,6 +152,19 @@ def describe(exc: ValidationError) -> str:
     return f"{name}={error.get('input')!r}: {message}{more}"
 
 
+_last: tuple[tuple[tuple[str, str], ...], Settings] | None = None
+
+
 def get_settings() -> Settings:
-    """Fresh settings each call, so tests and CLIs can change the environment; raises InvalidSettings."""
-    return checked(Settings)
+    """The settings the environment holds now; raises InvalidSettings.
+
+    Read again whenever a ``MEMORAG_*`` variable changed (tests and CLIs change them), else the last ones:
+    reading them costs about 10 ms, and one submission asked six times (ops/bench/api.py).
+    """
+    global _last
+    import os
+
+    environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("MEMORAG_") or k == "HOME"))
+    if _last is None or _last[0] != environment:
+        _last = (environment, checked(Settings))
+    return _last[1]
