@@ -29,7 +29,7 @@ from common import DATA, BenchRedis, ClueCache, print_table, write_json
 from agent import programs
 from agent.datasets import load_qmsum
 from agent.evaluation import load_samples
-from agent.memory.pointing import Heads, chunk_attention, chunk_scores, heads_file, load_heads, slots_per_chunk
+from agent.memory.pointing import Heads, chunk_attention, chunk_scores, heads_file, slots_per_chunk
 from agent.memory.types import GlobalMemory
 from agent.metrics import answer_in, gold_chunk_ids, hit_at_k, recall_at_k
 from agent.models import load_model
@@ -242,9 +242,8 @@ def main() -> None:
     elif args.write_heads:
         print(f"heads not kept: on the dev split they re-rank to recall@{args.k} {dev['pipeline']:.3f}, "
               f"the question alone {dev['rag']:.3f}")  # fmt: skip
-    before = load_heads(lm.name)
     write_json(args.json, {"rows": rows, "heads": asdict(heads), "signal": signal, "grid": grid,
-                           "scorer": settings.scorer, "beta": settings.beta, "kept_before": bool(before)})  # fmt: skip
+                           "scorer": settings.scorer, "beta": settings.beta})  # fmt: skip
 
 
 if __name__ == "__main__":
