@@ -30,7 +30,7 @@ from store.lexical import STOPWORDS, LexicalIndex, stem, tokens
 
 SIGNALS = ("lexical", "dense", "coverage", "rank", "typed")
 
-_WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")
+WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")
 # Code-looking words: snake_case, dotted.names, CamelCase inside, ALLCAPS_WITH, call(), --flags, /paths.
 _IDENTIFIER = re.compile(
     r"`([^`]{1,60})`|[\"“']([^\"”']{2,60})[\"”']|"
@@ -56,7 +56,7 @@ DEFAULT_WEIGHTS = Weights()
 
 
 def content_words(text: str) -> list[str]:
-    return [stem(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
+    return [stem(w) for w in WORD.findall(text.lower()) if w not in STOPWORDS]
 
 
 def identifiers(question: str) -> list[str]:

@@ -26,14 +26,22 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from agent import programs, ranking
-from agent.chat import chat_prompt, end_of_turn_ids
+from agent import ranking
 from agent.choices import READERS
-from agent.memory.decoding import score_continuations
 from agent.models import LoadedModel
 from agent.outline import outline
-from agent.ranking import STOPWORDS, content_words, stem
+from agent.ranking import WORD, content_words
 from agent.retrieval import Evidence
+from agent.spans import (
+    MONTHS,
+    NUMBER_WORDS,
+    Span,
+    answer_type,
+    candidates,
+    counted_noun,
+    mark_span,
+    words_outside_markup,
+)
 
 # The best sentence's support (mean of cosine and coverage) below which the documents do not answer:
 # chosen on the technical-documents dev split (docs/evaluation.md), reported on its test split.
@@ -47,7 +55,6 @@ MIN_SIMILAR = 0.6
 KEY_SENTENCES = 3  # a long answer's sentences
 KEY_SHARE = 0.8  # ... each supported at least this share of the best one
 KEY_WORDS = 90  # ... and at most about this many words
-MAX_CANDIDATES = 24
 
 TextOf = Callable[[str], str]  # document id -> its text (for the headings above a passage)
 
@@ -61,57 +68,11 @@ _LONG = re.compile(  # composed answers (QMSum-style "what did X say about Y"), 
     r"talk\w*\s+about|opinions?|think|thought|decid\w*|decision|agree\w*|propos\w*|suggest\w*)\b",
     re.IGNORECASE,
 )
-_WANTS_NUMBER = re.compile(
-    r"^\s*when\b|\b(how\s+(many|much|long|old|far|tall|big|large|wide)|what\s+(year|date|day|month|time|age|percentage|"
-    r"number|size|value)|in\s+what\s+year|from\s+which\s+\w+)\b",
-    re.IGNORECASE,
-)
-_WANTS_DATE = re.compile(r"^\s*when\b|\b(what\s+(year|date|day|month)|in\s+(what|which)\s+year)\b", re.IGNORECASE)
-_WANTS_NAME = re.compile(r"\s*(who|whom|whose|where)\b", re.IGNORECASE)
-_WANTS_IDENTIFIER = re.compile(
-    r"\b(which|what)\s+(?:[\w-]+\s+){0,4}?(function|method|command|variable|field|event|package|file|module|"
-    r"property|option|class|error|header|flag|call|api|tool|keyword|port|address|signal|library|directory|"
-    r"setting|status|value|values|fields|properties|events|methods|functions)s?\b",
-    re.IGNORECASE,
-)
-_CHOICE = re.compile(r"^\s*(is|are|does|do|did|was|were|can|should|will|has|have)\b.+\bor\b", re.IGNORECASE)
-_COUNTED = re.compile(r"\bhow\s+(?:many|much)\s+(\w+)", re.IGNORECASE)
-_WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")
 # Sentence ends, blank lines and block-level tags (L-Eval keeps Wikipedia's); a single newline is line wrapping.
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(<\[`])|\n\s*\n|(?=<(?:P|Tr|Li|H\d|Td|Th|Dd)>)")
 _PRONOUN_START = re.compile(r"^(it|its|he|she|his|her|they|their|this|these|there|that|such)\b", re.IGNORECASE)
-_NUMBER_WORDS = _set(
-    "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
-    "eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand million billion"
-)
-_MONTHS = _set("january february march april may june july august september october november december")
-_MONTH = "|".join(sorted(_MONTHS))
-_COUNT = "|".join(sorted(_NUMBER_WORDS))
-_NUMBER = re.compile(
-    rf"\b(?:\d{{1,2}}\s+(?:{_MONTH})\s*,?\s*\d{{4}}|(?:{_MONTH})\s+\d{{1,2}}\s*,?\s*\d{{4}}|(?:{_MONTH})\s+\d{{4}}"
-    rf"|\d[\d,.]*(?:\s*%)?(?:\s*[KMG]\b|\s+(?:hundred|thousand|million|billion|octets|bytes|bits?|ms|seconds))?"
-    rf"|(?:{_COUNT})(?:[\s-]+(?:{_COUNT}))*)\b",
-    re.IGNORECASE,
-)
-_DATE = re.compile(rf"\b(?:{_MONTH})\b|^\s*(?:1[0-9]|20)\d\d\s*$", re.IGNORECASE)
-_TAG = re.compile(r"</?[A-Za-z][^<>]{0,40}>")
-_NAME = re.compile(r"\b[A-Z][\w'’.-]*(?:\s+(?:of|the|de|van|von|da|and|&)?\s*[A-Z][\w'’.-]*)*")
-_CODE = re.compile(
-    r"`([^`\n]{1,60})`|'([^'\n]{1,40})'|\"([^\"\n]{1,40})\"|"
-    r"(\b[A-Za-z_][\w]*(?:_[\w]+|\.[A-Za-z_]\w*|-[A-Za-z]\w*)+(?:\(\))?|\b[a-z]+[A-Z]\w*(?:\(\))?|"
-    r"\b[A-Z]{2,}[A-Z0-9_]*\b|\b\w+\(\d?\)|--?[a-z][\w-]+)"
-)
 _NOISE = re.compile(r"^(<!--|-->|\* `\w+` \{|added: v|changes:|- version:|pr-url:|description:)")
 _CASUAL = _set("the a an i he she it we they this that there in on at of and but or if when")
-
-
-@dataclass(frozen=True)
-class Span:
-    """The short answer inside a cited sentence, in the document's characters."""
-
-    text: str
-    char_start: int
-    char_end: int
 
 
 @dataclass(frozen=True)
@@ -182,22 +143,6 @@ def choose_path(question: str, reader: str = "auto") -> str:
     return "sentences" if reader == "auto" and _LONG.search(question) else "sentence"
 
 
-def answer_type(question: str) -> str | None:
-    """The kind of short answer the question asks for (the first it asks, in "Who ..., and when?"), or None when
-    a sentence is the answer."""
-    if _WANTS_NAME.match(question):
-        return "name"
-    if _WANTS_DATE.search(question):
-        return "date"
-    if _WANTS_NUMBER.search(question):
-        return "number"
-    if _CHOICE.match(question):
-        return "choice"
-    if _WANTS_IDENTIFIER.search(question):
-        return "identifier"
-    return None
-
-
 # sentences ---------------------------------------------------------------------
 def split_sentences(evidence: Sequence[Evidence], text_of: TextOf | None = None) -> list[Sentence]:
     """Every sentence of the passages, best-ranked passage first (``evidence`` is in any order).
@@ -221,7 +166,7 @@ def split_sentences(evidence: Sequence[Evidence], text_of: TextOf | None = None)
         for cut in [*(m.start() for m in _SENTENCE_END.finditer(text)), len(text)]:
             piece = text[start:cut]
             stripped = piece.strip()
-            if len(_WORD.findall(stripped)) >= 3 and not stripped.startswith("#") and not _NOISE.match(stripped):
+            if words_outside_markup(stripped) >= 3 and not stripped.startswith("#") and not _NOISE.match(stripped):
                 lead = start + piece.index(stripped)
                 context = where.context_at(chunk.char_start + lead) if where else ""
                 out.append(Sentence(stripped, evidence[i], rank, lead, lead + len(stripped), context))
@@ -238,10 +183,10 @@ def signals(
     for i in range(1, len(sentences)):  # "Its builder was ...": read with the sentence it continues
         if _continues(sentences, i):
             texts[i] = f"{texts[i]} {sentences[i - 1].text}"
-    counted = _COUNTED.search(question)
+    counted = counted_noun(question)
     out = {
         "lexical": ranking.lexical(question, texts),
-        "coverage": ranking.coverage(question, texts, counted.group(1) if counted else None),
+        "coverage": ranking.coverage(question, texts, counted),
         "rank": ranking.rank_prior([s.rank for s in sentences]),
     }
     out["dense"] = ranking.dense(embedder, question, texts) if embedder is not None else np.zeros(len(texts))
@@ -311,94 +256,6 @@ def extent(sentences: Sequence[Sentence], i: int) -> tuple[int, int]:
     if s.text.rstrip().endswith(":") and same(i + 1):
         last = i + 1
     return first, last
-
-
-# short spans -------------------------------------------------------------------
-def candidates(question: str, sentences: Sequence[Sentence], kind: str | None = None) -> list[tuple[str, Sentence]]:
-    """Answer-sized spans of ``sentences`` that fit the question's kind and do not just repeat it."""
-    kind = kind or answer_type(question) or "name"
-    asked = set(content_words(question))
-    asked_tokens = set(ranking.tokens(question))
-    found: list[tuple[str, Sentence]] = []
-    seen: set[str] = set()
-    for sentence in sentences:
-        if kind in ("number", "date"):
-            spans = _matches(_NUMBER, sentence.text)
-        elif kind == "identifier":
-            spans = [next(g for g in m.groups() if g) for m in _CODE.finditer(sentence.text)]
-        elif kind == "choice":
-            spans = [o for o in _options(question) if o.lower() in sentence.text.lower()]
-        else:
-            spans = [x for x in _matches(_NAME, sentence.text) if len(x) > 1]
-        for span in spans:
-            span = span.strip(" ,.;:")
-            words = content_words(span)
-            key = span.lower()
-            if not span or key in seen or span.startswith("<"):
-                continue
-            if kind == "identifier" and ranking.tokens(span) and set(ranking.tokens(span)) <= asked_tokens:
-                continue  # the identifier the question names is not its answer
-            if kind not in ("choice", "identifier") and (not words or set(words) <= asked):
-                continue
-            seen.add(key)
-            found.append((span, sentence))
-    if kind in ("number", "date"):  # a count is not a date, a date is not a count (unless nothing else fits)
-        found = [(x, s) for x, s in found if bool(_DATE.search(x)) == (kind == "date")] or found
-    counted = _COUNTED.search(question)
-    if counted:  # "how many boats": a number that counts boats ("forty boats"), where the evidence has one
-        noun = stem(counted.group(1).lower())
-        found = [(x, s) for x, s in found if _counts(x, s.text, noun)] or found
-    return found[:MAX_CANDIDATES]
-
-
-def _options(question: str) -> list[str]:
-    """The two options of "Is it A or B?": the words on either side of the last "or"."""
-    body = re.sub(r"[?.!]+$", "", question.strip())
-    left, _, right = body.rpartition(" or ")
-    before = [w for w in left.split() if w.lower() not in STOPWORDS][-2:]
-    after = [w for w in right.split() if w.lower() not in STOPWORDS][:2]
-    return [" ".join(x) for x in (before, after) if x]
-
-
-def _counts(number: str, sentence: str, noun: str) -> bool:
-    """``number`` stands right before ``noun`` in ``sentence`` (at most one word between: "forty fishing boats")."""
-    for m in re.finditer(re.escape(number), sentence):
-        after = _WORD.findall(sentence[m.end() :])[:2]
-        if any(stem(w.lower()) == noun for w in after):
-            return True
-    return False
-
-
-def _matches(pattern: re.Pattern, text: str) -> list[str]:
-    """``pattern``'s matches in ``text`` outside markup tags (L-Eval keeps Wikipedia's HTML)."""
-    markup = [m.span() for m in _TAG.finditer(text)]
-    return [m.group(0) for m in pattern.finditer(text) if not any(a <= m.start() < b for a, b in markup)]
-
-
-def mark_span(lm: LoadedModel | None, question: str, shown: Sequence[Sentence]) -> Span | None:
-    """The short answer inside the shown sentences, when the question asks for one; the model's likelihood
-    picks among several candidates."""
-    kind = answer_type(question)
-    if kind is None:
-        return None
-    options = candidates(question, shown, kind)
-    if not options:
-        return None
-    chosen = 0
-    if len(options) > 1 and lm is not None:
-        evidence = programs.format_evidence([s.text for s in shown])
-        prompt = chat_prompt(
-            lm.tokenizer, programs.PROMPTS["short_answer"].format(question=question, evidence=evidence)
-        )
-        end = end_of_turn_ids(lm.tokenizer)
-        ids = [lm.tokenizer(span, add_special_tokens=False)["input_ids"] + end for span, _ in options]
-        scores = score_continuations(lm, None, prompt, ids)
-        value = [sum(lp) / max(1, len(lp)) for lp in scores]  # mean log-probability per token
-        chosen = max(range(len(options)), key=value.__getitem__)
-    span, sentence = options[chosen]
-    at = sentence.text.find(span)
-    start = sentence.evidence.chunk.char_start + sentence.start + max(at, 0)
-    return Span(span, start, start + len(span))
 
 
 # reading -----------------------------------------------------------------------
@@ -474,13 +331,13 @@ _SENTENCES = re.compile(r"(?<=[.!?:;])\s+|\n+")  # how an answer splits into sen
 
 def unsupported_terms(answer: str, evidence_text: str) -> list[str]:
     """Names, numbers and dates in ``answer`` that the evidence does not contain."""
-    held = {_exact(w) for w in _WORD.findall(evidence_text.lower())}  # whole words: "HandmaiDad" is no "handmaid"
+    held = {_exact(w) for w in WORD.findall(evidence_text.lower())}  # whole words: "HandmaiDad" is no "handmaid"
     missing: list[str] = []
     for sentence in _SENTENCES.split(answer):
-        for i, word in enumerate(_WORD.findall(sentence)):
+        for i, word in enumerate(WORD.findall(sentence)):
             lower = word.lower()
             named = word[0].isupper() and i > 0 and lower not in _CASUAL  # a sentence's first word is no evidence
-            if (any(c.isdigit() for c in word) or named or lower in _NUMBER_WORDS or lower in _MONTHS) and not (
+            if (any(c.isdigit() for c in word) or named or lower in NUMBER_WORDS or lower in MONTHS) and not (
                 {_exact(lower), _exact(lower).removesuffix("s")} & held
             ):
                 missing.append(word)
@@ -519,7 +376,7 @@ class Verdict:
 def verdicts(text: str, sentences: Sequence[Sentence], embedder=None) -> list[Verdict]:
     """Each sentence of ``text`` checked against the evidence sentence that covers it best."""
     held = "\n".join(dict.fromkeys(s.evidence.chunk.text for s in sentences))
-    lines = [line.strip() for line in _SENTENCES.split(text) if len(_WORD.findall(line)) >= 2]
+    lines = [line.strip() for line in _SENTENCES.split(text) if len(WORD.findall(line)) >= 2]
     if not lines or not sentences:
         return [Verdict(line, None, 0.0, 0.0, tuple(unsupported_terms(line, held))) for line in lines]
     evidence_words = [set(content_words(s.text)) for s in sentences]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from agent import ranking, reader
+from agent import ranking, reader, spans
 from agent.chat import chat_prompt
 from agent.memory.decoding import score_continuations, token_logprobs
 from agent.outline import outline
@@ -74,7 +74,7 @@ def test_typed_questions_are_told_apart():
         "What does path.join do?": None,
     }
     for question, kind in kinds.items():
-        assert reader.answer_type(question) == kind, question
+        assert spans.answer_type(question) == kind, question
 
 
 def test_the_outline_names_the_title_and_the_headings_above_a_character():
@@ -212,8 +212,33 @@ def test_a_count_is_a_number_of_the_thing_asked_about(tiny_lm):
     text = "The lifeboat came eight years after the storm. In the storm forty fishing boats were destroyed."
     chunk = chunk_document("d1", text, tiny_lm.tokenizer)[0]
     sentences = reader.split_sentences([Evidence(chunk, 1.0, (0,))])
-    assert [span for span, _ in reader.candidates("How many boats were destroyed?", sentences)] == ["forty"]
-    assert [s for s, _ in reader.candidates("How many years passed?", sentences)] == ["eight"]
+    assert [span for span, _ in spans.candidates("How many boats were destroyed?", sentences)] == ["forty"]
+    assert [s for s, _ in spans.candidates("How many years passed?", sentences)] == ["eight"]
+
+
+def test_the_answer_is_not_what_the_question_already_names_and_stands_near_its_words(tiny_lm):
+    text = "Jeremy Johnson ( voiced by Mitchel Musso ) is Candace Flynn 's crush and later boyfriend."
+    chunk = chunk_document("d1", text, tiny_lm.tokenizer)[0]
+    sentences = reader.split_sentences([Evidence(chunk, 1.0, (0,))])
+    question = "who does the voice of jeremy on phineas and ferb"
+    options = spans.candidates(question, sentences)
+    assert [span for span, _ in options] == ["Jeremy Johnson", "Mitchel Musso", "Candace Flynn"]
+    assert spans.fresh(question, options).tolist() == [0.0, 1.0, 1.0]
+    near = spans.near(question, options)  # "Johnson ( voiced": none between; "voiced by Mitchel": one
+    assert near.tolist() == pytest.approx([1.0, 0.5, 0.2])
+    found = spans.span_signals(None, question, sentences, options)
+    assert options[spans.choose(found, spans.SpanWeights(likelihood=0.0))][0] == "Mitchel Musso"
+    assert spans.choose(found, spans.SpanWeights(likelihood=0.0, fresh=0.0, near=0.0)) == 0  # equal: the first
+    span = spans.mark_span(None, question, sentences, spans.SpanWeights(likelihood=0.0))
+    assert text[span.char_start : span.char_end] == "Mitchel Musso"
+
+
+def test_markup_is_not_words_and_a_sentence_opener_is_no_name(tiny_lm):
+    text = "<Th> Location </Th>\n\n<Li> most free throws made </Li> </Ul\n\nHowever , Scout asked Miss Maudie ."
+    chunk = chunk_document("d1", text, tiny_lm.tokenizer)[0]
+    sentences = reader.split_sentences([Evidence(chunk, 1.0, (0,))])
+    assert sentences[0].text.startswith("<Li> most free throws")  # the header cell is one word
+    assert [span for span, _ in spans.candidates("who is the person who helps scout", sentences)] == ["Miss Maudie"]
 
 
 @pytest.mark.model
