@@ -75,3 +75,41 @@ def test_a_decoding_step_equals_sdpa(padded):
     ).transpose(1, 2)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     assert decode_attention(module, torch.randn(1, heads, 2, dim), key[:1], value[:1], None) is None  # not a step
+
+
+def test_segments_see_the_memory_and_only_their_own_earlier_tokens():
+    torch.manual_seed(2)
+    heads, kv_heads, memory_len, dim = 4, 2, 30, 8
+    segments = torch.tensor([0, 0, 0, 1, 2, 2])
+    width = len(segments)
+    module = SimpleNamespace(num_key_value_groups=heads // kv_heads, config=SimpleNamespace(sliding_window=None))
+    query = torch.randn(1, heads, width, dim)
+    key, value = torch.randn(2, 1, kv_heads, memory_len + width, dim).unbind(0)
+    with reading_over_memory(memory_len, segments):
+        out, _ = split_attention(module, query, key, value, None)
+    own = (segments[:, None] == segments[None, :]) & torch.ones(width, width, dtype=torch.bool).tril()
+    mask = torch.cat([torch.ones(width, memory_len, dtype=torch.bool), own], dim=1)
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        query, key.repeat_interleave(2, 1), value.repeat_interleave(2, 1), attn_mask=mask
+    ).transpose(1, 2)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
+    narrow = SimpleNamespace(num_key_value_groups=2, config=SimpleNamespace(sliding_window=8))
+    with reading_over_memory(memory_len, segments), pytest.raises(RuntimeError, match="split attention"):
+        split_attention(narrow, query, key, value, None)  # never plain causal attention across segments
+
+
+def test_continuations_scored_as_segments_equal_a_padded_batch(tiny_lm, monkeypatch):
+    """Scoring candidates over a memory without copying it per candidate gives the padded batch's numbers."""
+    from agent.memory.decoding import _segments_apply, score_continuations
+
+    torch.manual_seed(3)
+    memory = form_memory(tiny_lm, torch.randint(0, len(tiny_lm.tokenizer), (400,)).tolist(), beta=2, window=128)
+    prompt = torch.randint(0, len(tiny_lm.tokenizer), (25,)).tolist()
+    options = [[500, 600, 700], [42], [900, 901], [11, 12, 13, 14, 15]]
+    assert _segments_apply(tiny_lm, len(memory) + len(prompt), options), "the tiny model takes the segment path"
+    segments = score_continuations(tiny_lm, memory, prompt, options)
+    monkeypatch.setattr("agent.memory.decoding._segments_apply", lambda *args: False)
+    batch = score_continuations(tiny_lm, memory, prompt, options)
+    assert [len(s) for s in segments] == [3, 1, 2, 5]
+    for a, b in zip(segments, batch, strict=True):
+        torch.testing.assert_close(torch.tensor(a), torch.tensor(b), rtol=1e-4, atol=1e-4)

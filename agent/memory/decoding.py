@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from agent.memory.capture import ATTENTION_NAME
+from agent.memory.prefix_attention import reading_over_memory
 from agent.memory.reading import memory_cache
 from agent.memory.types import GlobalMemory
 from agent.models import LoadedModel
@@ -65,7 +67,8 @@ def _prefill(lm: LoadedModel, memory: GlobalMemory | None, prompt_ids: Sequence[
     cache, offset = _context(lm, memory)
     ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=lm.device)
     positions = torch.arange(offset, offset + ids.shape[1], device=lm.device)[None]
-    out = lm.model(input_ids=ids, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
+    with reading_over_memory(cache.get_seq_length()):  # the memory read without a mask, where the split applies
+        out = lm.model(input_ids=ids, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
     return out.cache if hasattr(out, "cache") else out.past_key_values, out.logits[:, -1], offset + ids.shape[1]
 
 
@@ -300,9 +303,10 @@ def score_continuations(
 ) -> list[list[float]]:
     """Per-token log-probabilities of each candidate after memory + prompt, the prompt read once.
 
-    The prompt's keys and values are computed in one pass and shared: the
-    candidates run as one right-padded batch on top of that prefix, so
-    ranking N answers costs one prompt plus one short batch, not N prompts.
+    The prompt's keys and values are computed in one pass and shared. On the
+    CPU the candidates then run as segments of one short row that each see the
+    prefix and only themselves (``prefix_attention``), so the prefix is not
+    copied per candidate; elsewhere as one right-padded batch on a copied prefix.
     """
     if not prompt_ids:
         raise ValueError("scoring needs at least one prompt token")
@@ -311,11 +315,46 @@ def score_continuations(
         return []
     cache, first, position = _prefill(lm, memory, prompt_ids)
     first = first.float().log_softmax(-1)[0]
-    width = max(len(c) for c in todo)
     out = [[float(first[c[0]])] if c else [] for c in todo]
-    if width <= 1:
+    if max(len(c) for c in todo) <= 1:
         return out
-    batch = len(todo)
+    rest = _score_as_segments if _segments_apply(lm, cache.get_seq_length(), todo) else _score_as_batch
+    for row, scores in zip(out, rest(lm, cache, position, todo), strict=True):
+        row.extend(scores)
+    return out
+
+
+def _segments_apply(lm: LoadedModel, prefix: int, todo: list[list[int]]) -> bool:
+    """Whether every layer runs the split attention that keeps segments apart (CPU, our SDPA, no short window)."""
+    config = lm.model.config
+    window = getattr(config, "sliding_window", None)  # conservative: some models set it and use it on no layer
+    return (
+        prefix > 0
+        and lm.device.type == "cpu"
+        and getattr(config, "_attn_implementation", None) == ATTENTION_NAME
+        and (window is None or window >= prefix + sum(len(c) for c in todo))
+    )
+
+
+def _score_as_segments(lm: LoadedModel, cache, position: int, todo: list[list[int]]) -> list[list[float]]:
+    """All candidates' inputs in one row, each a segment at its own positions after the prefix."""
+    feeds = [c[:-1] for c in todo]
+    ids = torch.tensor([[t for f in feeds for t in f]], dtype=torch.long, device=lm.device)
+    segments = torch.cat([torch.full((len(f),), i, dtype=torch.long) for i, f in enumerate(feeds)]).to(lm.device)
+    positions = torch.cat([torch.arange(position, position + len(f)) for f in feeds]).to(lm.device)[None]
+    with reading_over_memory(cache.get_seq_length(), segments):
+        logits = lm.model(input_ids=ids, position_ids=positions, cache=cache).logits[0].float()
+    logprobs = logits.log_softmax(-1)
+    scores, start = [], 0
+    for c, f in zip(todo, feeds, strict=True):
+        scores.append([float(logprobs[start + i, token]) for i, token in enumerate(c[1:])])
+        start += len(f)
+    return scores
+
+
+def _score_as_batch(lm: LoadedModel, cache, position: int, todo: list[list[int]]) -> list[list[float]]:
+    """The candidates as one right-padded batch on a per-row copy of the prefix."""
+    batch, width = len(todo), max(len(c) for c in todo)
     prefix = cache.get_seq_length()
     cache.batch_repeat_interleave(batch)
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
@@ -329,7 +368,4 @@ def score_continuations(
     positions = torch.arange(position, position + width - 1, device=lm.device).expand(batch, -1)
     logits = lm.model(input_ids=feed, position_ids=positions, attention_mask=mask, cache=cache).logits.float()
     logprobs = logits.log_softmax(-1)
-    for row, c in enumerate(todo):
-        for i, token in enumerate(c[1:]):
-            out[row].append(float(logprobs[row, i, token]))
-    return out
+    return [[float(logprobs[row, i, token]) for i, token in enumerate(c[1:])] for row, c in enumerate(todo)]
