@@ -216,7 +216,11 @@ def models_prepare() -> None:
 @click.command()
 @click.option("--host", default=None, help="Address to bind [MEMORAG_API_HOST, default 127.0.0.1].")
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port [MEMORAG_API_PORT, default 8000].")
-def serve(host: str | None, port: int | None) -> None:
+@click.option(
+    "--workers", type=click.IntRange(0, 32), default=None,
+    help="Processes answering requests [MEMORAG_API_WORKERS, default 0: one per CPU core, at most 4].",
+)  # fmt: skip
+def serve(host: str | None, port: int | None, workers: int | None) -> None:
     """Run the HTTP API in the foreground (OpenAPI docs at /docs).
 
     A non-loopback address needs at least one API key ('manage.py keys create'),
@@ -237,5 +241,10 @@ def serve(host: str | None, port: int | None) -> None:
         loopback = False
     if not loopback and active_keys() == 0:
         raise Failure(f"refusing to listen on {host} without an API key: create one with 'manage.py keys create'")
-    click.echo(f"memorag API on http://{host}:{port} (docs at /docs)")
-    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+    workers = settings.api_workers if workers is None else workers
+    workers = workers or min(os.cpu_count() or 1, 4)
+    click.echo(f"memorag API on http://{host}:{port} (docs at /docs), {workers} process{'es' * (workers > 1)}")
+    if workers == 1:
+        uvicorn.run(create_app(), host=host, port=port, log_level="info")
+    else:  # each process builds its own app; the supervisor restarts one that dies
+        uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")

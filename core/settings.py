@@ -76,7 +76,13 @@ class Settings(BaseSettings):
     max_pdf_pages: Positive = 2000
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    # Processes answering HTTP (0: one per CPU core, at most 4). One process is bound by its interpreter lock:
+    # a submission is ~8 ms of Python, so 8 clients at once queue ~65 ms behind each other in one process.
+    api_workers: Annotated[int, Field(ge=0, le=32)] = 0
     database_url: str = ""
+    # SQLite (no MEMORAG_DATABASE_URL) syncs to disk at checkpoints ("normal": a commit survives any process
+    # crash; an OS crash or power loss may undo the last few) or at every commit ("full", slower).
+    sqlite_sync: Literal["normal", "full"] = "normal"
     # Longest task a worker may run before the broker hands its message to another worker.
     task_timeout_s: Positive = 7200
     # The reconciler (beat, and `manage.py repair`) requeues work whose message was lost once it has been

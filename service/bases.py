@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, delete, func, select
 
 from service.errors import Conflict, Invalid, NotFound
@@ -22,10 +23,13 @@ def get_kb(s: Session, name: str) -> db.KnowledgeBase:
     return kb
 
 
+_KB_ID = select(db.KnowledgeBase.id).where(db.KnowledgeBase.name == bindparam("name"))
+
+
 def kb_id(name: str) -> int | None:
     """The knowledge base's id, or None when there is none by that name."""
-    with db.session() as s:
-        return s.exec(select(db.KnowledgeBase.id).where(db.KnowledgeBase.name == name)).first()
+    found = db.read_one(_KB_ID, {"name": name})
+    return None if found is None else found[0]
 
 
 def owner_of(kind: str, number: int) -> int | None:

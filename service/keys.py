@@ -12,6 +12,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
+from sqlalchemy import bindparam
 from sqlmodel import select
 
 from service.bases import get_kb
@@ -97,6 +98,8 @@ def active_keys() -> int:
         return len(s.exec(select(db.ApiKey.id).where(db.ApiKey.revoked_at.is_(None))).all())
 
 
+_K = db.ApiKey
+_ACTIVE_KEY = select(_K.role, _K.kb_id, _K.salt, _K.digest).where(_K.id == bindparam("key_id"), _K.revoked_at.is_(None))
 _verified: dict[str, int] = {}  # sha256 of a key that passed scrypt -> its id (revocation is checked each time)
 
 
@@ -106,12 +109,13 @@ def authenticate(token: str) -> Principal | None:
     if len(parts) != 3 or parts[0] != "mrg" or not parts[1].isdigit():
         return None
     key_id, secret = int(parts[1]), parts[2]
-    with db.session() as s:
-        row = s.get(db.ApiKey, key_id)
-        if row is None or row.revoked_at is not None:
-            return None
-        principal = Principal(row.id, row.role, row.kb_id)
-        salt, digest = row.salt, row.digest
+    if not 0 < key_id <= db.MAX_ROW_ID:
+        return None
+    row = db.read_one(_ACTIVE_KEY, {"key_id": key_id})
+    if row is None:
+        return None
+    principal = Principal(key_id, row.role, row.kb_id)
+    salt, digest = row.salt, row.digest
     fingerprint = hashlib.sha256(token.encode()).hexdigest()
     if _verified.get(fingerprint) != key_id:
         if not hmac.compare_digest(_digest(secret, salt), digest):

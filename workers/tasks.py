@@ -51,7 +51,9 @@ def reconcile(self: Task, kb_id: int | None = None) -> dict:
     return run(runtime(), kb_id=kb_id).as_dict()
 
 
-@app.task(name="memorag.answer", bind=True, **RETRY)
+# The answer lives in the database; no result is stored, so a submission does not subscribe to one (that
+# subscription was a sixth of an API submission's time, and one more channel per question held by the API).
+@app.task(name="memorag.answer", bind=True, ignore_result=True, **RETRY)
 def answer(self: Task, query_id: int) -> dict:
     try:
         outcome = jobs.answer_query(query_id)
