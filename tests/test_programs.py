@@ -71,10 +71,11 @@ def test_stop_strings_hold(backend):
     @sgl.function
     def capital(s):
         s += sgl.user("What is the capital of France?")
-        s += sgl.assistant(sgl.gen("out", max_tokens=30, stop=["Paris"]))
+        # greedy: sampled, the reply began with "Paris" now and then and left nothing to check
+        s += sgl.assistant(sgl.gen("out", max_tokens=30, stop=["Paris"], temperature=0))
 
     out = capital.run(backend=backend)["out"]
-    assert out and "Paris" not in out
+    assert out and "Paris" not in out and out.startswith("The capital of France is")
 
 
 def test_select_prefers_the_likelier_choice(backend):
