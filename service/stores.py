@@ -67,13 +67,6 @@ def live_workers() -> list[dict]:
     return sorted(read(shared(settings=get_settings())), key=lambda w: w["name"])
 
 
-def unshared_tiers(workers: list[dict]) -> dict[str, list[str]]:
-    """Disk tier id -> the memory and query workers on it, when the live workers are on more than one."""
-    from workers.liveness import unshared_tiers as split
-
-    return split(workers)
-
-
 SEEN_LIVE_S = 1.0  # a queue seen served this recently is taken as served (heartbeats live for seconds anyway)
 _seen_live: dict[tuple, float] = {}
 
