@@ -177,9 +177,13 @@ def redis_url(settings: Settings | None = None, *, start: bool = True) -> str:
 def connect(url: str | None = None, settings: Settings | None = None) -> redis.Redis:
     """A checked client; raises StoreUnavailable naming the URL when it cannot connect."""
     url = url or redis_url(settings)
-    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=60, health_check_interval=30)
+    client = _client(url)
     _check(client, url)
     return client
+
+
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=60, health_check_interval=30)
 
 
 def _check(client: redis.Redis, url: str) -> None:
@@ -202,9 +206,7 @@ def shared(url: str | None = None, settings: Settings | None = None) -> redis.Re
     with _shared_lock:
         client = _shared.get(url)
         if client is None:
-            client = _shared[url] = redis.Redis.from_url(
-                url, socket_connect_timeout=5, socket_timeout=60, health_check_interval=30
-            )
+            client = _shared[url] = _client(url)
     try:
         _check(client, url)
     except StoreUnavailable:
