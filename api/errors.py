@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 
 from api.models import ErrorOut
 from core.redact import redact
-from service import Conflict, Invalid, NotFound, NoWorker, ServiceError, TooMany
+from service import Conflict, Invalid, NotFound, NotSent, NoWorker, ServiceError, TooMany
 
 
 class Denied(ServiceError):
@@ -39,7 +39,7 @@ WHY = {
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut, "description": why} for code, why in WHY.items()}
 STATUS = {
     Unauthenticated: 401, Denied: 403, NotFound: 404, Conflict: 409, TooLarge: 413, TooMany: 413, Invalid: 422,
-    NoWorker: 503,
+    NoWorker: 503, NotSent: 503,
 }  # fmt: skip
 
 

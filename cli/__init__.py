@@ -35,10 +35,9 @@ def cli(ctx: click.Context) -> None:
 def _stop_what_this_command_started() -> None:
     """A one-off command (eval, memory, ask...) that had to start the embedded Valkey stops it when it ends;
     its data is saved and 'manage.py up' starts it again."""
-    from store.redis import started_here, stop_embedded
+    from service.processes import stop_store_if_started_here
 
-    if started_here():
-        stop_embedded()
+    if stop_store_if_started_here():
         click.echo("stopped the embedded Valkey this command started ('python manage.py up' keeps one running)",
                    err=True)  # fmt: skip
 

@@ -174,8 +174,7 @@ def status(ident: str | None) -> None:
 def print_overview() -> None:
     from cli.repair import describe
     from service import repair
-    from service.stores import live_workers, memory_tiers
-    from workers.liveness import unshared_tiers
+    from service.stores import live_workers, memory_tiers, unshared_tiers
 
     workers = live_workers()
     for worker in workers:

@@ -23,26 +23,24 @@ def up(no_worker: bool, no_api: bool, wait: bool) -> None:
     MEMORAG_HOME/logs/worker.log, the API (MEMORAG_API_HOST:MEMORAG_API_PORT, default
     127.0.0.1:8000) to api.log. With MEMORAG_REDIS_URL set, Valkey is not started.
     """
-    from store.redis import embedded_url, start_embedded
-    from workers import local
+    from service import processes
 
     settings = get_settings()
     if settings.redis_url:
         click.echo(f"using Redis at {redact(settings.redis_url)} (MEMORAG_REDIS_URL)")
     else:
-        running = embedded_url(settings)
-        url = start_embedded(settings, keep=True)
+        url, running = processes.start_store(settings)
         click.echo(f"embedded Valkey {'already running' if running else 'started'} at {url}")
     if no_worker:
         return
-    pid, started = local.start(settings)
+    pid, started = processes.start(settings)
     if not started:
         click.echo(f"worker already running (pid {pid})")
     else:
         if wait:
             with console.status("starting the worker"):
                 _wait_for_worker(settings, pid)
-        click.echo(f"worker started (pid {pid}, log {local.log_file(settings)})")
+        click.echo(f"worker started (pid {pid}, log {processes.log_file(settings)})")
     if not no_api:
         _start_api(settings, wait)
 
@@ -50,51 +48,37 @@ def up(no_worker: bool, no_api: bool, wait: bool) -> None:
 def _start_api(settings, wait: bool, timeout: float = 30.0) -> None:
     import urllib.request
 
-    from workers import local
+    from service import processes
 
     url = f"http://{settings.api_host}:{settings.api_port}"
-    pid, started = local.start(settings, "api")
+    pid, started = processes.start(settings, "api")
     if not started:
         click.echo(f"API already running at {url} (pid {pid})")
         return
     deadline = time.monotonic() + (timeout if wait else 0)
     while time.monotonic() < deadline:
-        if local.running_pid(settings, "api") is None:
-            raise Failure(f"the API exited at start; see {local.log_file(settings, 'api')}")
+        if processes.running_pid(settings, "api") is None:
+            raise Failure(f"the API exited at start; see {processes.log_file(settings, 'api')}")
         try:
             urllib.request.urlopen(url + "/healthz", timeout=1).close()
             break
         except OSError:
             time.sleep(0.25)
-    click.echo(f"API started at {url} (pid {pid}, log {local.log_file(settings, 'api')})")
-
-
-def _check_broker(settings) -> None:
-    """A worker or beat takes work from the deployment's Redis: never from a private server it would start."""
-    from store.db import database_url
-    from store.redis import embedded_url
-
-    if not settings.redis_url and embedded_url(settings) is None:
-        raise Failure(
-            "no Redis to take work from: set MEMORAG_REDIS_URL to the deployment's Redis, "
-            "or start the embedded one on this machine with 'python manage.py up'"
-        )
-    database_url(settings)  # a shared broker with a database of this host's own is refused, with why
+    click.echo(f"API started at {url} (pid {pid}, log {processes.log_file(settings, 'api')})")
 
 
 def _wait_for_worker(settings, pid: int, timeout: float = 120.0) -> None:
+    from service import processes
     from service.stores import live_queues
-    from workers import local
-    from workers.app import QUEUES
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if local.running_pid(settings) is None:
-            raise Failure(f"the worker exited at start; see {local.log_file(settings)}")
-        if set(QUEUES) <= set(live_queues()):
+        if processes.running_pid(settings) is None:
+            raise Failure(f"the worker exited at start; see {processes.log_file(settings)}")
+        if set(processes.queues()) <= set(live_queues()):
             return
         time.sleep(0.25)
-    raise Failure(f"the worker did not come up in {timeout:.0f} s; see {local.log_file(settings)}")
+    raise Failure(f"the worker did not come up in {timeout:.0f} s; see {processes.log_file(settings)}")
 
 
 @click.command()
@@ -112,20 +96,19 @@ def down(wait_s: float) -> None:
     The worker finishes its current task within --wait seconds; otherwise it is
     ended and the task goes back to the queue (the reconciler sends it again).
     """
-    from store.redis import stop_embedded
-    from workers import local
+    from service import processes
 
     settings = get_settings()
-    if local.stop(settings, "api", grace_s=5):
+    if processes.stop(settings, "api", grace_s=5):
         click.echo("API stopped")
-    how = local.stop(settings, grace_s=wait_s)
+    how = processes.stop(settings, grace_s=wait_s)
     if how is None:
         click.echo("no background worker was running")
     elif how == "stopped":
         click.echo("worker stopped (its current task, if any, finished)")
     else:
         click.echo(f"worker ended after {wait_s:g} s with a task unfinished; it is sent again when a worker runs")
-    click.echo("embedded Valkey stopped" if stop_embedded(settings) else "embedded Valkey was not running")
+    click.echo("embedded Valkey stopped" if processes.stop_store(settings) else "embedded Valkey was not running")
 
 
 @click.command()
@@ -148,28 +131,11 @@ def worker(queues: str, pool: str, concurrency: int, loglevel: str, hostname: st
 
     Every worker also serves the control queue (the reconciler's passes).
     """
-    from workers.app import CONTROL, QUEUES, configure
+    from service import processes
 
-    unknown = sorted(set(queues.split(",")) - set(QUEUES))
-    if unknown:
-        raise Failure(f"unknown queue(s) {', '.join(unknown)}; choose from {', '.join(QUEUES)}")
     name = hostname or f"memorag-{os.getpid()}@%h"
-    settings = get_settings()
-    _check_broker(settings)
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
-    schedule = ["--beat", f"--schedule={settings.run_dir / 'beat-schedule'}"] if beat else []
-    configure().worker_main(
-        [
-            "worker",
-            f"--pool={pool}",
-            f"--concurrency={concurrency}",
-            f"--queues={queues},{CONTROL}",
-            f"--loglevel={loglevel}",
-            f"--hostname={name}",
-            "--without-gossip",
-            "--without-mingle",
-            *schedule,
-        ]
+    processes.run_worker(
+        get_settings(), queues=queues, pool=pool, concurrency=concurrency, loglevel=loglevel, hostname=name, beat=beat
     )
 
 
@@ -180,12 +146,9 @@ def beat(loglevel: str) -> None:
 
     Run one beat per deployment (or one worker with --beat, as 'up' does).
     """
-    from workers.app import configure
+    from service import processes
 
-    settings = get_settings()
-    _check_broker(settings)
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
-    configure().Beat(loglevel=loglevel, schedule=str(settings.run_dir / "beat-schedule")).run()
+    processes.run_beat(get_settings(), loglevel)
 
 
 @click.group(cls=FriendlyGroup)

@@ -7,6 +7,6 @@ meant for the person who asked. Below: ``store/`` (rows, memories, vectors)
 and ``workers.tasks`` (where work is sent); the model is never loaded here.
 """
 
-from service.errors import Conflict, Invalid, NotFound, NoWorker, ServiceError, TooMany
+from service.errors import Conflict, Invalid, NotFound, NotSent, NoWorker, ServiceError, TooMany
 
-__all__ = ["Conflict", "Invalid", "NoWorker", "NotFound", "ServiceError", "TooMany"]
+__all__ = ["Conflict", "Invalid", "NoWorker", "NotFound", "NotSent", "ServiceError", "TooMany"]

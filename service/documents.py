@@ -15,7 +15,7 @@ from core.settings import Settings, get_settings
 from service.bases import get_kb
 from service.errors import NotFound
 from service.ids import document_number
-from service.stores import Stores, require_worker, task_progress
+from service.stores import Stores, require_worker, send, task_progress
 from store import db
 
 
@@ -107,7 +107,7 @@ def _send_ingestion(docs: list[tuple[int, str]]) -> None:
     from workers.tasks import ingest
 
     for doc_id, task_id in docs:
-        ingest.apply_async(args=[doc_id], task_id=task_id)
+        send(ingest, f"d{doc_id}", args=[doc_id], task_id=task_id)
 
 
 @dataclass(frozen=True)

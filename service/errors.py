@@ -23,3 +23,8 @@ class NoWorker(ServiceError):
 
 class TooMany(ServiceError):
     """More at once than a limit allows (a batch over ``MEMORAG_MAX_BATCH``): refused whole."""
+
+
+class NotSent(ServiceError):
+    """The work is saved but its message could not reach the queue (the store went down between the check and
+    the send); the reconciler sends it again once the store answers, so nothing is lost."""

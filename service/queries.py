@@ -14,7 +14,7 @@ from core.settings import get_settings
 from service.bases import get_kb
 from service.errors import Invalid, NotFound, TooMany
 from service.ids import parse_id, query_number
-from service.stores import require_worker, task_progress
+from service.stores import require_worker, send, task_progress
 from store import db
 
 
@@ -92,7 +92,7 @@ def ask_many(
     from workers.tasks import answer
 
     for ticket, task_id in sent:  # after the commit: the worker reads the row
-        answer.apply_async(args=[ticket.id], task_id=task_id)
+        send(answer, ticket.public_id, args=[ticket.id], task_id=task_id)
     return [ticket for ticket, _ in sent]
 
 

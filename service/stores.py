@@ -67,6 +67,13 @@ def live_workers() -> list[dict]:
     return sorted(read(shared(settings=get_settings())), key=lambda w: w["name"])
 
 
+def unshared_tiers(workers: list[dict]) -> dict[str, list[str]]:
+    """Disk tier id -> the memory and query workers on it, when the live workers are on more than one."""
+    from workers.liveness import unshared_tiers as split
+
+    return split(workers)
+
+
 SEEN_LIVE_S = 1.0  # a queue seen served this recently is taken as served (heartbeats live for seconds anyway)
 _seen_live: dict[tuple, float] = {}
 
@@ -95,6 +102,21 @@ def require_worker(queue: str) -> None:
             f"no worker is serving the {queue!r} queue; start one in the background with 'python manage.py up' "
             "or in the foreground with 'python manage.py worker'"
         )
+
+
+def send(task, saved: str, **options):
+    """``task.apply_async(**options)``, with a store that stopped answering after the row was saved turned into
+    a refusal that says the work is kept (the reconciler sends a stale queued row again)."""
+    from kombu.exceptions import OperationalError
+
+    from service.errors import NotSent
+
+    try:
+        return task.apply_async(**options)
+    except OperationalError as exc:
+        raise NotSent(
+            f"{saved} is saved, but the queue did not answer ({exc}); it is sent again once the store is back"
+        ) from exc
 
 
 def task_progress(task_id: str | None) -> dict | None:

@@ -8,6 +8,7 @@ import time
 
 import pytest
 from sqlalchemy import text
+from sqlmodel import select
 
 
 def _announce(client, queues: list[str]) -> None:
@@ -65,3 +66,31 @@ def test_sqlite_syncs_as_the_setting_says(records, monkeypatch, setting, level):
     with db.get_engine().connect() as connection:
         assert connection.execute(text("PRAGMA synchronous")).scalar() == level
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+
+
+def test_a_store_gone_between_the_check_and_the_send_is_a_refusal_that_keeps_the_question(records, valkey_url,
+                                                                                          monkeypatch):  # fmt: skip
+    """Redis killed just after the worker check: the person gets one clear refusal, not a crash, and the saved
+    question stays queued for the reconciler to send."""
+    from conftest import free_port
+
+    from service import bases, queries
+    from service.errors import NotSent
+    from store import db
+    from workers.app import configure
+
+    kb = bases.ensure_kb("town")
+    with db.session() as s:
+        s.add(db.Document(kb_id=kb, name="t.txt", text="Town.", content_hash="t", status=db.Status.ready))
+    monkeypatch.setattr(queries, "require_worker", lambda queue: None)  # the check passed; then the store died
+    monkeypatch.setenv("MEMORAG_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    configure()
+    try:
+        with pytest.raises(NotSent, match=r"q\d+ is saved, but the queue did not answer"):
+            queries.ask("town", "Who built the bridge?")
+    finally:
+        monkeypatch.setenv("MEMORAG_REDIS_URL", valkey_url)
+        configure()
+    with db.session() as s:
+        kept = s.exec(select(db.Query.status).where(db.Query.kb_id == kb)).all()
+    assert kept == [db.Status.queued]

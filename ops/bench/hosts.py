@@ -269,12 +269,14 @@ def store_host_restart(c: Cluster, down_s: float = 2.0) -> dict:
         answered = [f.result() for f in asks]
     ledger = c.probe("settle", kb, wait=240)
     refused = [a for a in answered if a.returncode != 0]
+    not_one_line = [(a.returncode, a.stderr) for a in refused if a.returncode != 2 or a.stderr.count("\n") != 1]
     return {
         "seconds": round(time.monotonic() - started, 1),
         "busy_when_killed": busy["running"],
         "asked": len(answered) - len(refused),
         "refused_while_down": len(refused),
-        "refusals_one_line": all(a.returncode == 2 and a.stderr.count("\n") == 1 for a in refused),
+        "refusals_one_line": not not_one_line,
+        "refusals_not_one_line": not_one_line,
     } | ledger
 
 
