@@ -16,6 +16,7 @@ off-topic questions) and reported on the test split. Prints tables, writes JSON.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import time
 from pathlib import Path
@@ -37,17 +38,24 @@ KB = "_bench-sentences"
 
 
 def gather(args, lm, embedder, index) -> list[dict]:
-    """Each question's sentences and their signals, with which sentences hold a gold answer."""
-    samples = load_samples("kbqa", args.data)
+    """Each question's sentences and their signals, with which sentences hold a gold answer.
+
+    ``kbqa``: all documents in one knowledge base; other formats (L-Eval): each question over its own
+    document, as ``manage.py eval`` asks it, with alternate documents in the dev and test splits."""
+    one_kb = args.format == "kbqa"
+    samples = load_samples(args.format, args.data, limit=args.limit)
     texts = {s.doc_id: s.text for s in samples if s.text}
-    index.drop(KB)
+    kbs = {doc: KB if one_kb else f"{KB}-{n}" for n, doc in enumerate(texts)}
     for doc, text in texts.items():
+        index.drop(kbs[doc])
         chunks = chunk_document(doc, text, lm.tokenizer)
-        index.upsert(KB, chunks, embedder.encode([c.text for c in chunks]))
+        index.upsert(kbs[doc], chunks, embedder.encode([c.text for c in chunks]))
     rows = []
-    for sample in samples:
-        for q in sample.questions:
-            evidence = retrieve(index, embedder, KB, q.text, k=args.k)
+    for n, sample in enumerate(samples):
+        for q in sample.questions[: args.questions]:
+            if not one_kb:
+                q = dataclasses.replace(q, split="dev" if n % 2 == 0 else "test")
+            evidence = retrieve(index, embedder, KB if one_kb else kbs[sample.doc_id], q.text, k=args.k)
             sentences = reader.split_sentences(evidence, texts.__getitem__)
             shown = [_shown(sentences, i) for i in range(len(sentences))]
             rows.append(
@@ -60,7 +68,8 @@ def gather(args, lm, embedder, index) -> list[dict]:
                     "in_evidence": answer_in("\n".join(e.chunk.text for e in evidence), q.answers),
                 }
             )
-    index.drop(KB)
+    for kb in set(kbs.values()):
+        index.drop(kb)
     return rows
 
 
@@ -131,10 +140,16 @@ def _weights(w: ranking.Weights) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT / "ops" / "bench" / "data" / "techdocs.json"))
+    parser.add_argument("--format", default="kbqa", help="kbqa (one knowledge base) or an eval format (leval)")
+    parser.add_argument("--limit", type=int, default=None, help="most documents")
+    parser.add_argument("--questions", type=int, default=None, help="most questions per document")
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--likelihood", action="store_true", help="also measure the model's likelihood tie-break")
+    parser.add_argument("--rows", action="store_true", help="keep a table row whole (no split at each cell)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    if args.rows:
+        reader._SENTENCE_END = reader.sentence_ends(cells=False)
 
     settings = get_settings()
     server = BenchRedis(settings)
