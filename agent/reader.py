@@ -69,16 +69,7 @@ _LONG = re.compile(  # composed answers (QMSum-style "what did X say about Y"), 
     re.IGNORECASE,
 )
 # Sentence ends, blank lines and block-level tags (L-Eval keeps Wikipedia's); a single newline is line wrapping.
-
-
-def sentence_ends(cells: bool = True) -> re.Pattern:
-    """Where a sentence ends: after . ! ? before a capital, at a blank line, before a block tag; with ``cells``
-    also before each table cell (else a table row is one unit: "No. of episodes 13")."""
-    tags = "P|Tr|Li|H\\d|Dd" + ("|Td|Th" if cells else "")
-    return re.compile(rf"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(<\[`])|\n\s*\n|(?=<(?:{tags})>)")
-
-
-_SENTENCE_END = sentence_ends()
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(<\[`])|\n\s*\n|(?=<(?:P|Tr|Li|H\d|Td|Th|Dd)>)")
 _PRONOUN_START = re.compile(r"^(it|its|he|she|his|her|they|their|this|these|there|that|such)\b", re.IGNORECASE)
 _NOISE = re.compile(r"^(<!--|-->|\* `\w+` \{|added: v|changes:|- version:|pr-url:|description:)")
 _CASUAL = _set("the a an i he she it we they this that there in on at of and but or if when")

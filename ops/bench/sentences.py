@@ -46,8 +46,9 @@ def gather(args, lm, embedder, index) -> list[dict]:
     samples = load_samples(args.format, args.data, limit=args.limit)
     texts = {s.doc_id: s.text for s in samples if s.text}
     kbs = {doc: KB if one_kb else f"{KB}-{n}" for n, doc in enumerate(texts)}
+    for kb in set(kbs.values()):
+        index.drop(kb)
     for doc, text in texts.items():
-        index.drop(kbs[doc])
         chunks = chunk_document(doc, text, lm.tokenizer)
         index.upsert(kbs[doc], chunks, embedder.encode([c.text for c in chunks]))
     rows = []
@@ -133,6 +134,11 @@ def decline_rates(points, threshold: float) -> dict:
     }
 
 
+def _parse_weights(text: str) -> ranking.Weights:
+    pairs = (part.split("=") for part in text.split(","))
+    return ranking.Weights(**{name.strip(): float(value) for name, value in pairs})
+
+
 def _weights(w: ranking.Weights) -> str:
     return " ".join(f"{name} {value:g}" for name, value in w.as_dict().items())
 
@@ -145,11 +151,16 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=None, help="most questions per document")
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--likelihood", action="store_true", help="also measure the model's likelihood tie-break")
-    parser.add_argument("--rows", action="store_true", help="keep a table row whole (no split at each cell)")
+    parser.add_argument(
+        "--try",
+        dest="tries",
+        action="append",
+        default=[],
+        metavar="SIGNAL=W,...",
+        help="also rank with these weights (e.g. lexical=0.15,dense=1,coverage=0.25,typed=0.1)",
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    if args.rows:
-        reader._SENTENCE_END = reader.sentence_ends(cells=False)
 
     settings = get_settings()
     server = BenchRedis(settings)
@@ -176,6 +187,7 @@ def main() -> None:
         "combined (default weights)": (ranking.DEFAULT_WEIGHTS, True),
         "combined, no headings": (ranking.DEFAULT_WEIGHTS, False),
         f"combined (best on dev: {_weights(chosen)})": (chosen, True),
+        **{f"combined ({_weights(w)})": (w, True) for w in map(_parse_weights, args.tries)},
     }
     table = []
     for name, (w, context) in variants.items():
