@@ -13,8 +13,6 @@ from pathlib import Path
 from core.settings import Settings
 from service.errors import Invalid, ServiceError
 
-BACKGROUND = ("worker", "api")  # what `up` starts in the background, by name
-
 
 class NoBroker(ServiceError):
     """A worker or beat would take work from a private store no one else sends to."""
